@@ -1,0 +1,48 @@
+"""Small shared helpers: core counts, worker defaults, reproducible per-episode seeds."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+__all__ = ["available_cores", "default_workers", "episode_seed", "SEED_STREAMS"]
+
+#: Independent seed streams, so e.g. evaluation tracks never coincide with demo tracks.
+SEED_STREAMS: dict[str, int] = {"demo": 0, "eval": 1, "dagger": 2, "rl": 3, "noise": 4}
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (respects affinity masks and containers)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_workers(kind: str, cores: int | None = None) -> int:
+    """Worker counts used when a flag is left unset (the seeds' table).
+
+    ``collect``: cores - 1, min 1, cap 12. ``bc``: cores / 2, min 1, cap 8.
+    ``rl``: cores - 1, min 2, cap 8.
+    """
+    n = available_cores() if cores is None else cores
+    if kind == "collect":
+        return min(12, max(1, n - 1))
+    if kind == "bc":
+        return min(8, max(1, n // 2))
+    if kind == "rl":
+        return min(8, max(2, n - 1))
+    raise ValueError(f"kind must be 'collect', 'bc' or 'rl', got {kind!r}")
+
+
+def episode_seed(seed: int, index: int, stream: str = "demo") -> int:
+    """Seed of episode ``index`` of a run seeded with ``seed``.
+
+    Derived only from (run seed, stream, episode index) -- never from the worker that runs
+    the episode -- so results are identical for any worker count.
+    """
+    if stream not in SEED_STREAMS:
+        raise ValueError(f"stream must be one of {sorted(SEED_STREAMS)}, got {stream!r}")
+    ss = np.random.SeedSequence([int(seed), SEED_STREAMS[stream], int(index)])
+    return int(ss.generate_state(1, dtype=np.uint32)[0])

@@ -1,0 +1,465 @@
+"""Tests for rlkit.lerobot: v3.0 writer, v2.x/v3.0 reader, statistics. Real files, no mocks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rlkit.lerobot import (
+    LeRobotDataset,
+    LeRobotFormatError,
+    aggregate_stats,
+    compute_episode_stats,
+    compute_stats,
+    open_dataset,
+    write_dataset,
+)
+
+FPS = 20
+STATE_DIM = 5
+LENGTHS = [7, 12, 7, 3, 9]  # equal lengths not adjacent: exercises both stats code paths
+TASKS = ["pick the cube", "drive the lap"]
+INDEX_KEYS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+QUANTILE_KEYS = ("q01", "q10", "q50", "q90", "q99")
+
+
+def make_data(lengths: list[int] = LENGTHS, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    n = sum(lengths)
+    episode_index = np.repeat(np.arange(len(lengths)), lengths).astype(np.int64)
+    done = np.zeros(n, dtype=bool)
+    done[np.cumsum(lengths) - 1] = True
+    return {
+        "observation.state": rng.standard_normal((n, STATE_DIM)).astype(np.float32),
+        "action": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+        "next.reward": rng.standard_normal(n).astype(np.float32),
+        "next.done": done,
+        "episode_index": episode_index,
+        "task_index": (episode_index % 2).astype(np.int64),
+    }
+
+
+@pytest.fixture
+def written(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    data = make_data()
+    root = write_dataset(
+        tmp_path / "ds",
+        data,
+        fps=FPS,
+        tasks=TASKS,
+        feature_names={"action": ["steer", "throttle"]},
+        robot_type="racer",
+    )
+    return root, data
+
+
+def bounds_of(lengths: list[int]) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- round trip
+def test_round_trip_is_exact(written: tuple[Path, dict[str, np.ndarray]]) -> None:
+    root, data = written
+    ds = open_dataset(root)
+    assert isinstance(ds, LeRobotDataset)
+    assert (ds.version, ds.fps, ds.num_episodes, ds.num_frames) == ("v3.0", FPS, 5, sum(LENGTHS))
+    assert ds.tasks == TASKS
+    cols = ds.load_columns()
+    for key, arr in data.items():
+        assert cols[key].dtype == arr.dtype, key
+        assert cols[key].shape == arr.shape, key
+        np.testing.assert_array_equal(cols[key], arr, err_msg=key)
+    frame_index = np.concatenate([np.arange(n) for n in LENGTHS])
+    np.testing.assert_array_equal(cols["frame_index"], frame_index)
+    np.testing.assert_array_equal(cols["index"], np.arange(sum(LENGTHS)))
+    assert cols["timestamp"].dtype == np.float32
+    np.testing.assert_array_equal(cols["timestamp"], (frame_index / FPS).astype(np.float32))
+    eps = ds.episodes
+    np.testing.assert_array_equal(eps["dataset_from_index"], bounds_of(LENGTHS)[:-1])
+    np.testing.assert_array_equal(eps["dataset_to_index"], bounds_of(LENGTHS)[1:])
+    assert [list(t) for t in eps["tasks"]] == [[TASKS[i % 2]] for i in range(5)]
+
+
+def test_load_subset_and_missing_key_suggests_close_match(
+    written: tuple[Path, dict[str, np.ndarray]],
+) -> None:
+    root, data = written
+    ds = LeRobotDataset(root)
+    cols = ds.load_columns(["action"])
+    assert list(cols) == ["action"]
+    with pytest.raises(LeRobotFormatError, match=r"did you mean 'observation\.state'") as err:
+        ds.load_columns(["observation.stat"])
+    assert "observation.stat" in str(err.value) and "available" in str(err.value)
+
+
+def test_open_missing_folder_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        open_dataset(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="info.json"):
+        open_dataset(tmp_path / "empty")
+
+
+# ----------------------------------------------------------------------------- on-disk format
+def test_info_json_matches_v3_format(written: tuple[Path, dict[str, np.ndarray]]) -> None:
+    root, _ = written
+    info = json.loads((root / "meta/info.json").read_text())
+    assert set(info) == {
+        "codebase_version", "robot_type", "total_episodes", "total_frames", "total_tasks",
+        "chunks_size", "data_files_size_in_mb", "video_files_size_in_mb", "fps", "splits",
+        "data_path", "video_path", "features",
+    }  # fmt: skip
+    assert info["codebase_version"] == "v3.0"
+    assert (info["total_episodes"], info["total_frames"], info["total_tasks"]) == (5, 38, 2)
+    assert info["splits"] == {"train": "0:5"}
+    assert info["data_path"] == "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+    assert info["video_path"] is None and info["robot_type"] == "racer"
+    feats = info["features"]
+    assert feats["observation.state"] == {"dtype": "float32", "shape": [5], "names": None}
+    assert feats["action"]["names"] == ["steer", "throttle"]
+    assert feats["next.done"] == {"dtype": "bool", "shape": [1], "names": None}
+    assert feats["timestamp"] == {"dtype": "float32", "shape": [1], "names": None}
+    for key in INDEX_KEYS[1:]:
+        assert feats[key] == {"dtype": "int64", "shape": [1], "names": None}
+    assert list(feats)[-5:] == list(INDEX_KEYS)
+
+
+def test_data_parquet_schema_and_row_groups(written: tuple[Path, dict[str, np.ndarray]]) -> None:
+    root, _ = written
+    files = sorted((root / "data").glob("chunk-*/file-*.parquet"))
+    assert [f.relative_to(root).as_posix() for f in files] == ["data/chunk-000/file-000.parquet"]
+    pf = pq.ParquetFile(files[0])
+    schema = pf.schema_arrow
+    state_type = schema.field("observation.state").type
+    assert pa.types.is_fixed_size_list(state_type) and state_type.list_size == STATE_DIM
+    assert state_type.value_type == pa.float32()
+    assert schema.field("next.reward").type == pa.float32()
+    assert schema.field("next.done").type == pa.bool_()
+    assert schema.field("index").type == pa.int64()
+    hf = json.loads(schema.metadata[b"huggingface"])
+    assert hf["info"]["features"]["observation.state"] == {
+        "feature": {"dtype": "float32", "_type": "Value"},
+        "length": STATE_DIM,
+        "_type": "Sequence",
+    }
+    assert hf["info"]["features"]["frame_index"] == {"dtype": "int64", "_type": "Value"}
+    rg_rows = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+    assert rg_rows == LENGTHS  # one row group per episode
+
+
+def test_episodes_tasks_and_stats_files(written: tuple[Path, dict[str, np.ndarray]]) -> None:
+    root, data = written
+    ep_path = root / "meta/episodes/chunk-000/file-000.parquet"
+    schema = pq.read_schema(ep_path)
+    eps = pd.read_parquet(ep_path)
+    for col in ("data/chunk_index", "data/file_index", "meta/episodes/chunk_index"):
+        assert (eps[col] == 0).all()
+    assert schema.field("episode_index").type == pa.int64()
+    assert schema.field("tasks").type == pa.list_(pa.string())
+    assert schema.field("stats/observation.state/mean").type == pa.list_(pa.float64())
+    assert schema.field("stats/next.reward/count").type == pa.list_(pa.int64())
+    np.testing.assert_array_equal(eps["length"], LENGTHS)
+    np.testing.assert_array_equal(eps["dataset_to_index"] - eps["dataset_from_index"], LENGTHS)
+    b = bounds_of(LENGTHS)
+    features = [*data, "timestamp", "frame_index", "index"]
+    stat_names = ("min", "max", "mean", "std", "count", *QUANTILE_KEYS)
+    for key in features:
+        for stat in stat_names:
+            assert f"stats/{key}/{stat}" in eps.columns, (key, stat)
+    ep3 = compute_stats(data["observation.state"][b[3] : b[4]])
+    for stat, value in ep3.items():
+        np.testing.assert_allclose(eps[f"stats/observation.state/{stat}"][3], value, rtol=1e-12)
+
+    tasks = pd.read_parquet(root / "meta/tasks.parquet")
+    assert tasks.index.name == "task" and list(tasks.index) == TASKS
+    assert tasks["task_index"].dtype == np.int64 and list(tasks["task_index"]) == [0, 1]
+
+    stats = json.loads((root / "meta/stats.json").read_text())
+    assert set(stats) == set(features)
+    assert np.shape(stats["observation.state"]["q99"]) == (STATE_DIM,)
+    assert stats["next.reward"]["count"] == [38] and np.shape(stats["next.reward"]["min"]) == (1,)
+    full = compute_stats(data["action"])
+    for stat, value in full.items():
+        np.testing.assert_allclose(stats["action"][stat], value, rtol=1e-12)
+    assert stats["episode_index"]["max"] == [4.0]
+    read = LeRobotDataset(root).stats()
+    assert read["action"]["count"].dtype == np.int64
+    np.testing.assert_allclose(read["action"]["std"], full["std"])
+
+
+# ----------------------------------------------------------------------------- validation
+def test_validate_clean_and_corrupted(tmp_path: Path) -> None:
+    data = make_data(lengths=[30] * 6)
+    root = write_dataset(tmp_path / "ds", data, fps=FPS, tasks=TASKS, data_files_size_in_mb=0.004)
+    n_files = len(list((root / "data").glob("*/*.parquet")))
+    assert n_files >= 3
+    assert LeRobotDataset(root).validate() == []
+
+    bad = tmp_path / "bad"
+    shutil.copytree(root, bad)
+    info = json.loads((bad / "meta/info.json").read_text())
+    info["total_frames"] += 5
+    info["splits"] = {"train": "0:3"}
+    (bad / "meta/info.json").write_text(json.dumps(info))
+    stats = json.loads((bad / "meta/stats.json").read_text())
+    stats["action"]["count"] = [1, 2]
+    (bad / "meta/stats.json").write_text(json.dumps(stats))
+    last = sorted((bad / "data").glob("*/*.parquet"))[-1]
+    last.unlink()
+    problems = "\n".join(LeRobotDataset(bad).validate())
+    assert "total_frames is 185 but the dataset has 180" in problems
+    assert "do not cover episodes" in problems
+    assert f"data file {last} is referenced but does not exist" in problems
+    assert "stats['action']['count'] has shape (2,), expected (1,)" in problems
+
+    # frame-level corruption: a timestamp jump and a wrong global index inside one file
+    bad2 = tmp_path / "bad2"
+    shutil.copytree(root, bad2)
+    first = sorted((bad2 / "data").glob("*/*.parquet"))[0]
+    table = pq.read_table(first)
+    ts = table.column("timestamp").to_numpy().copy()
+    ts[4] += 0.01
+    idx = table.column("index").to_numpy().copy()
+    idx[2] = 99
+    table = table.set_column(table.schema.get_field_index("timestamp"), "timestamp", pa.array(ts))
+    table = table.set_column(table.schema.get_field_index("index"), "index", pa.array(idx))
+    pq.write_table(table, first)
+    problems = "\n".join(LeRobotDataset(bad2).validate())
+    assert "timestamp must step by 1/fps" in problems and "first at row 4" in problems
+    assert "index must equal the global row position: row 2" in problems
+
+
+# ----------------------------------------------------------------------------- statistics
+def test_compute_stats_shapes_and_dtypes() -> None:
+    s = compute_stats(np.array([True, False, True, True]))
+    assert s["mean"].shape == (1,) and s["mean"].dtype == np.float64
+    assert s["count"].dtype == np.int64 and s["count"].tolist() == [4]
+    assert s["mean"][0] == pytest.approx(0.75)
+    x = np.random.default_rng(1).standard_normal((101, 3)).astype(np.float32)
+    s = compute_stats(x)
+    for key in QUANTILE_KEYS:
+        assert s[key].shape == (3,)
+    np.testing.assert_allclose(s["q10"], np.quantile(x.astype(np.float64), 0.1, axis=0))
+    np.testing.assert_allclose(s["std"], x.astype(np.float64).std(axis=0), rtol=1e-12)
+    assert "q50" not in compute_stats(x, quantiles=False)
+
+
+@pytest.mark.parametrize("quantiles", [True, False])
+def test_compute_episode_stats_matches_per_episode(quantiles: bool) -> None:
+    x = np.random.default_rng(2).standard_normal((sum(LENGTHS), 4))
+    b = bounds_of(LENGTHS)
+    per_ep = compute_episode_stats(x, b, quantiles=quantiles)
+    assert len(per_ep) == len(LENGTHS)
+    for i, got in enumerate(per_ep):
+        ref = compute_stats(x[b[i] : b[i + 1]], quantiles=quantiles)
+        assert set(got) == set(ref)
+        for key in ref:
+            np.testing.assert_allclose(got[key], ref[key], rtol=1e-12, err_msg=f"{i} {key}")
+    with pytest.raises(ValueError, match="strictly increasing"):
+        compute_episode_stats(x, np.array([0, 5, 5, len(x)]))
+
+
+def test_aggregate_stats_pools_exactly_with_between_group_term() -> None:
+    rng = np.random.default_rng(3)
+    # group means differ a lot, so dropping the between-group term would shrink std badly
+    groups = [rng.normal(loc, 0.5, (n, 3)) for loc, n in ((-5.0, 40), (0.0, 7), (8.0, 100))]
+    pooled = aggregate_stats([compute_stats(g) for g in groups])
+    exact = compute_stats(np.concatenate(groups))
+    for key in ("mean", "std", "min", "max"):
+        np.testing.assert_allclose(pooled[key], exact[key], rtol=1e-10, err_msg=key)
+    assert pooled["count"].tolist() == [147] and pooled["count"].dtype == np.int64
+    assert np.all(pooled["std"] > 3.0)  # within-group std alone is 0.5
+    assert np.all(pooled["q01"] <= exact["q01"]) and np.all(pooled["q99"] >= exact["q99"])
+
+    # image-shaped stats (3, 1, 1) keep their shape
+    img = [
+        {"mean": np.full((3, 1, 1), m), "std": np.full((3, 1, 1), 0.1), "count": np.array([c])}
+        for m, c in ((0.2, 10), (0.6, 30))
+    ]
+    out = aggregate_stats(img)
+    assert out["mean"].shape == (3, 1, 1) and out["count"].tolist() == [40]
+    np.testing.assert_allclose(out["mean"], 0.5)
+    np.testing.assert_allclose(out["std"], np.sqrt(0.01 + (10 * 0.09 + 30 * 0.01) / 40))
+
+
+# ----------------------------------------------------------------------------- file rollover
+def test_rollover_into_files_and_chunks_round_trips(tmp_path: Path) -> None:
+    lengths = [25, 40, 10, 33, 20, 28, 15]
+    data = make_data(lengths=lengths, seed=4)
+    root = write_dataset(
+        tmp_path / "ds", data, fps=FPS, tasks=TASKS, data_files_size_in_mb=0.003, chunks_size=2
+    )
+    files = sorted(p.relative_to(root).as_posix() for p in (root / "data").glob("*/*.parquet"))
+    assert len(files) >= 4
+    assert files[:3] == [
+        "data/chunk-000/file-000.parquet",
+        "data/chunk-000/file-001.parquet",
+        "data/chunk-001/file-000.parquet",
+    ]
+    ds = LeRobotDataset(root)
+    assert ds.validate() == []
+    eps = ds.episodes
+    for _, ep in eps.iterrows():  # episodes never span files
+        path = (
+            root
+            / f"data/chunk-{ep['data/chunk_index']:03d}/file-{ep['data/file_index']:03d}.parquet"
+        )
+        ep_rows = pq.read_table(path, columns=["episode_index"]).column(0).to_numpy()
+        assert (ep_rows == ep["episode_index"]).sum() == ep["length"]
+    cols = ds.load_columns()
+    for key, arr in data.items():
+        np.testing.assert_array_equal(cols[key], arr, err_msg=key)
+
+
+# ----------------------------------------------------------------------------- v2.1 / v2.0 input
+def write_v21(root: Path, lengths: list[int], seed: int = 5) -> dict[str, np.ndarray]:
+    """A v2.1 dataset as pandas writes it: list<double> vectors, one parquet per episode."""
+    rng = np.random.default_rng(seed)
+    (root / "meta").mkdir(parents=True)
+    states, actions, ep_lines, stat_lines = [], [], [], []
+    offset = 0
+    for ep, n in enumerate(lengths):
+        state = rng.standard_normal((n, 3)).astype(np.float32).astype(np.float64)
+        action = rng.standard_normal((n, 2)).astype(np.float32).astype(np.float64)
+        df = pd.DataFrame(
+            {
+                "observation.state": list(state),
+                "action": list(action),
+                "timestamp": np.arange(n, dtype=np.float32) / np.float32(10),
+                "frame_index": np.arange(n),
+                "episode_index": np.full(n, ep),
+                "index": np.arange(offset, offset + n),
+                "task_index": np.zeros(n, dtype=np.int64),
+            }
+        )
+        path = root / f"data/chunk-000/episode_{ep:06d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        df.to_parquet(path)
+        states.append(state)
+        actions.append(action)
+        ep_lines.append({"episode_index": ep, "tasks": ["stack"], "length": n})
+        ep_stats = {
+            k: {s: v.tolist() for s, v in compute_stats(a, quantiles=False).items()}
+            for k, a in (("observation.state", state), ("action", action))
+        }
+        stat_lines.append({"episode_index": ep, "stats": ep_stats})
+        offset += n
+    jsonl = "\n".join
+    (root / "meta/episodes.jsonl").write_text(jsonl(json.dumps(x) for x in ep_lines) + "\n")
+    (root / "meta/tasks.jsonl").write_text(json.dumps({"task_index": 0, "task": "stack"}) + "\n")
+    (root / "meta/episodes_stats.jsonl").write_text(jsonl(json.dumps(x) for x in stat_lines))
+    scalar = {"shape": [1], "names": None}
+    info = {
+        "codebase_version": "v2.1", "robot_type": "arm", "total_episodes": len(lengths),
+        "total_frames": sum(lengths), "total_tasks": 1, "total_videos": 0, "total_chunks": 1,
+        "chunks_size": 1000, "fps": 10, "splits": {"train": f"0:{len(lengths)}"},
+        "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
+        "video_path": None,
+        "features": {
+            "observation.state": {
+                "dtype": "float32", "shape": [3], "names": {"motors": ["a", "b", "c"]},
+            },
+            "action": {"dtype": "float32", "shape": [2], "names": [["x", "y"]]},
+            "timestamp": {"dtype": "float32", **scalar},
+            **{k: {"dtype": "int64", **scalar} for k in INDEX_KEYS[1:]},
+        },
+    }  # fmt: skip
+    (root / "meta/info.json").write_text(json.dumps(info))
+    return {"observation.state": np.concatenate(states), "action": np.concatenate(actions)}
+
+
+def test_reads_hand_built_v21(tmp_path: Path) -> None:
+    lengths = [6, 11, 4]
+    root = tmp_path / "v21"
+    expected = write_v21(root, lengths)
+    assert pq.read_schema(root / "data/chunk-000/episode_000000.parquet").field(
+        "observation.state"
+    ).type == pa.list_(pa.float64())
+    ds = LeRobotDataset(root)
+    assert (ds.version, ds.fps, ds.num_episodes, ds.num_frames) == ("v2.1", 10, 3, 21)
+    assert ds.tasks == ["stack"]
+    np.testing.assert_array_equal(ds.episodes["dataset_from_index"], [0, 6, 17])
+    np.testing.assert_array_equal(ds.episodes["dataset_to_index"], [6, 17, 21])
+    cols = ds.load_columns(["observation.state", "action", "episode_index"])
+    assert cols["observation.state"].shape == (21, 3)
+    assert cols["observation.state"].dtype == np.float32  # cast to the declared dtype
+    np.testing.assert_array_equal(cols["observation.state"], expected["observation.state"])
+    np.testing.assert_array_equal(cols["action"], expected["action"])
+    np.testing.assert_array_equal(cols["episode_index"], np.repeat([0, 1, 2], lengths))
+    stats = ds.stats()  # pooled from episodes_stats.jsonl
+    exact = compute_stats(expected["observation.state"])
+    for key in ("mean", "std", "min", "max", "count"):
+        np.testing.assert_allclose(stats["observation.state"][key], exact[key], rtol=1e-10)
+    assert ds.validate() == []
+
+    # v2.0 flavour: no episodes_stats.jsonl, no stats.json -> stats computed from the data
+    (root / "meta/episodes_stats.jsonl").unlink()
+    info = json.loads((root / "meta/info.json").read_text())
+    info["codebase_version"] = "v2.0"
+    (root / "meta/info.json").write_text(json.dumps(info))
+    ds = LeRobotDataset(root)
+    assert ds.version == "v2.0"
+    np.testing.assert_allclose(ds.stats()["action"]["q50"], np.median(expected["action"], 0))
+
+
+def test_reads_v3_tasks_stored_as_index_level_column(
+    written: tuple[Path, dict[str, np.ndarray]],
+) -> None:
+    root, _ = written
+    table = pa.table({"task_index": [1, 0], "__index_level_0__": [TASKS[1], TASKS[0]]})
+    pq.write_table(table, root / "meta/tasks.parquet")  # no pandas metadata: plain column
+    assert LeRobotDataset(root).tasks == TASKS
+
+
+# ----------------------------------------------------------------------------- atomic writes
+def test_existing_output_refused_then_replaced_with_overwrite(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "ds", make_data(), fps=FPS, tasks=TASKS)
+    with pytest.raises(FileExistsError, match="exists; pass --overwrite or choose another"):
+        write_dataset(root, make_data(), fps=FPS, tasks=TASKS)
+    new = make_data(lengths=[4, 4], seed=9)
+    new.pop("task_index")
+    write_dataset(root, new, fps=FPS, overwrite=True)
+    ds = LeRobotDataset(root)
+    assert (ds.num_episodes, ds.tasks) == (2, ["default"])
+    np.testing.assert_array_equal(ds.load_columns(["action"])["action"], new["action"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temp / old folders left
+
+
+def _breakers() -> dict[str, tuple[dict[str, np.ndarray], str]]:
+    cases: dict[str, tuple[dict[str, np.ndarray], str]] = {}
+    d = make_data()
+    d["episode_index"] = d["episode_index"].copy()
+    d["episode_index"][8] = 0  # episode 1 interrupted by a frame of episode 0
+    cases["non_contiguous"] = (d, "episode_index")
+    d = make_data()
+    d["episode_index"] = np.where(d["episode_index"] >= 2, d["episode_index"] + 1, 0)
+    cases["gap"] = (d, "episode_index")
+    d = make_data()
+    d["observation.state"] = d["observation.state"].copy()
+    d["observation.state"][5, 2] = np.nan
+    cases["nan"] = (d, "observation.state")
+    d = make_data()
+    d["action"] = d["action"][:-1]
+    cases["length_mismatch"] = (d, "action")
+    d = make_data()
+    d["frame_index"] = np.arange(sum(LENGTHS))
+    cases["bad_frame_index"] = (d, "frame_index")
+    d = make_data()
+    d["task_index"] = d["task_index"] + 1
+    cases["unknown_task"] = (d, "task_index")
+    return cases
+
+
+@pytest.mark.parametrize("case", list(_breakers()))
+def test_invalid_input_raises_and_leaves_nothing(tmp_path: Path, case: str) -> None:
+    data, column = _breakers()[case]
+    with pytest.raises(LeRobotFormatError, match=column):
+        write_dataset(tmp_path / "out", data, fps=FPS, tasks=TASKS)
+    assert list(tmp_path.iterdir()) == []
