@@ -30,7 +30,6 @@ from tqdm.auto import tqdm
 from rlkit.config import run_config_files
 from rlkit.envs.expert import Expert
 from rlkit.envs.sim import RacingConfig, RacingSim
-from rlkit.lerobot import write_dataset
 from rlkit.utils import default_workers, episode_seed
 
 __all__ = ["CollectConfig", "CollectError", "CollectResult", "collect", "run_episodes"]
@@ -185,9 +184,10 @@ def _run_chunk(task: tuple[list[int], int, float, RacingConfig, Expert]) -> list
 
 
 def _chunks(n_episodes: int, workers: int, chunk_size: int | None) -> list[list[int]]:
-    """Episode index chunks: ~4 per worker for load balance, at most 64 cars per batch."""
+    """Episode index chunks of at most 64 cars; ~4 per worker to balance the load."""
     if chunk_size is None:
-        chunk_size = min(64, max(1, math.ceil(n_episodes / (4 * workers))))
+        per_worker = 1 if workers == 1 else 4  # one process needs no balancing
+        chunk_size = min(64, max(1, math.ceil(n_episodes / (per_worker * workers))))
     return [
         list(range(i, min(i + chunk_size, n_episodes))) for i in range(0, n_episodes, chunk_size)
     ]
@@ -202,6 +202,10 @@ def _check_output(path: Path, overwrite: bool) -> None:
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(
+            f"cannot write --output {path}: {parent} is a file; choose another --output"
+        )
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PermissionError(
             f"cannot write --output {path}: {parent} is not writable; choose another --output"
@@ -293,6 +297,8 @@ def collect(
         mean_first_lap_s=float(first_laps[laps_ok].mean()) if laps_ok.any() else math.nan,
         workers=workers,
     )
+    from rlkit.lerobot import write_dataset  # pandas/pyarrow: parent only, not the workers
+
     extra = run_config_files(cfg, section="collect", argv=argv)
     extra[ENV_META] = json.dumps(env_config.to_dict(), indent=2) + "\n"
     write_dataset(

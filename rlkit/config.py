@@ -634,3 +634,61 @@ def save_run_config(
     out.mkdir(parents=True, exist_ok=True)
     for name, text in run_config_files(cfg, section=section, argv=argv).items():
         _atomic_write_text(out / name, text)
+
+
+# --------------------------------------------------------------------------------------------
+# The root config.yml
+# --------------------------------------------------------------------------------------------
+
+#: Section -> "module:Dataclass" of every tool that has landed.
+TOOLS: dict[str, str] = {"collect": "rlkit.collect:CollectConfig"}
+
+#: Order of the sections in config.yml and the script each belongs to.
+SECTION_SCRIPTS: dict[str, str] = {
+    "collect": "collect_demonstrations.py",
+    "bc": "train_bc.py",
+    "rl": "train_rl.py",
+    "world_model": "train_world_model.py",
+    "merge": "merge_lerobot_dataset.py",
+}
+
+
+def _tool_class(section: str) -> type | None:
+    if section not in TOOLS:
+        return None
+    module, _, name = TOOLS[section].partition(":")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def default_config_yaml() -> str:
+    """The text of the root ``config.yml``: every tool's defaults with a one-line comment.
+
+    ``tests/test_config_file.py`` checks that the shipped file equals this text, so the file
+    cannot drift from the dataclasses.
+    """
+    lines = [
+        "# rlkit configuration: one section per tool.",
+        "# Precedence: command-line flag > this file > built-in default.",
+        "# Keys may be written with '-' or '_' (batch-size == batch_size); null = automatic.",
+        "# Every run saves the options it used as config.resolved.yml in its output folder.",
+    ]
+    for section, script in SECTION_SCRIPTS.items():
+        lines.append("")
+        cls = _tool_class(section)
+        if cls is None:
+            lines.append(f"# {script}: not available yet")
+            lines.append(f"{section}: {{}}")
+            continue
+        lines.append(f"# {script}")
+        lines.append(f"{section}:")
+        entries = []
+        for f in _init_fields(cls):
+            value = yaml.safe_dump(_plain(_default_of(f)), default_flow_style=True).strip()
+            value = value.removesuffix("\n...").strip()
+            text = f.metadata.get("help") or f.name.replace("_", " ")
+            entries.append((f"  {f.name}: {value}", text))
+        width = max(len(e[0]) for e in entries) + 2
+        lines.extend(f"{key:<{width}}# {text}" for key, text in entries)
+    return "\n".join(lines) + "\n"

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cli_main(CollectConfig, "collect", argv, prog=PROG, description=DESCRIPTION)
     try:
         res = collect(cfg, argv=sys.argv[1:] if argv is None else argv)
-    except (FileExistsError, PermissionError, CollectError, ValueError) as e:
+    except (OSError, CollectError, ValueError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
     print(

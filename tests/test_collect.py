@@ -1,0 +1,162 @@
+"""Parallel demonstration collection: reproducible, valid LeRobot output, clear failures."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from rlkit.cli.collect_demonstrations import main
+from rlkit.collect import CollectConfig, CollectError, collect, load_env_config
+from rlkit.envs import Expert, RacingConfig, RacingEnv, TrackSpec
+from rlkit.lerobot import LeRobotDataset
+
+SMALL = {"max_steps": 120, "noise": 0.1}
+
+
+def _data_tables(root):
+    files = sorted((root / "data").rglob("*.parquet"))
+    return [pq.read_table(f) for f in files]
+
+
+def test_dataset_is_identical_for_any_worker_count_and_chunking(tmp_path):
+    a = collect(
+        CollectConfig(episodes=6, workers=1, output=str(tmp_path / "w1"), **SMALL), progress=False
+    )
+    b = collect(
+        CollectConfig(episodes=6, workers=2, chunk_size=2, output=str(tmp_path / "w2"), **SMALL),
+        progress=False,
+    )
+    assert a.frames == b.frames and a.workers == 1 and b.workers == 2
+    ta, tb = _data_tables(tmp_path / "w1"), _data_tables(tmp_path / "w2")
+    assert len(ta) == len(tb) and all(x.equals(y) for x, y in zip(ta, tb, strict=True))
+    stats_a = (tmp_path / "w1/meta/stats.json").read_text()
+    assert stats_a == (tmp_path / "w2/meta/stats.json").read_text()
+
+
+def test_output_is_a_valid_lerobot_v3_dataset_that_replays_the_env(tmp_path):
+    out = tmp_path / "demos"
+    res = collect(
+        CollectConfig(episodes=3, workers=1, output=str(out), seed=5, **SMALL), progress=False
+    )
+    ds = LeRobotDataset(out)
+    assert ds.version == "v3.0" and ds.validate() == []
+    assert ds.num_episodes == 3 and ds.num_frames == res.frames
+    cols = ds.load_columns(
+        ["observation.state", "action", "next.reward", "next.done", "episode_index"]
+    )
+    env_cfg = load_env_config(out)
+    assert env_cfg == RacingConfig(max_episode_steps=120)
+    assert cols["observation.state"].shape == (res.frames, env_cfg.obs_dim)
+    assert cols["action"].shape == (res.frames, 2) and np.abs(cols["action"]).max() <= 1.0
+    assert ds.features["observation.state"]["names"] == env_cfg.obs_names
+    # Every episode ends with next.done and only there.
+    ends = np.flatnonzero(cols["next.done"])
+    assert np.array_equal(cols["episode_index"][ends], np.arange(3))
+    # The first frame is the env's reset observation and the expert's clean action on it.
+    from gymnasium.utils import seeding
+
+    from rlkit.utils import episode_seed
+
+    env = RacingEnv(config=env_cfg)
+    env.reset(seed=0)
+    env.unwrapped.np_random, _ = seeding.np_random(episode_seed(5, 0, "demo"))
+    env.sim.reset_car(0, env.np_random)
+    assert np.array_equal(env.sim.observe()[0], cols["observation.state"][0])
+    np.testing.assert_allclose(Expert().act(env), cols["action"][0], rtol=1e-6)
+    # Run records next to the data.
+    resolved = yaml.safe_load((out / "config.resolved.yml").read_text())
+    assert resolved["collect"]["episodes"] == 3 and resolved["collect"]["seed"] == 5
+    assert (out / "command.txt").read_text().strip()
+
+
+def test_noise_perturbs_the_driving_but_not_the_recorded_labels(tmp_path):
+    clean = collect(
+        CollectConfig(episodes=2, workers=1, output=str(tmp_path / "a"), max_steps=80, noise=0.0),
+        progress=False,
+    )
+    noisy = collect(
+        CollectConfig(episodes=2, workers=1, output=str(tmp_path / "b"), max_steps=80, noise=0.3),
+        progress=False,
+    )
+    assert clean.frames == noisy.frames
+    a = LeRobotDataset(tmp_path / "a").load_columns(["observation.state", "action"])
+    b = LeRobotDataset(tmp_path / "b").load_columns(["observation.state", "action"])
+    assert np.array_equal(a["observation.state"][0], b["observation.state"][0])
+    assert np.array_equal(a["action"][0], b["action"][0])  # same state -> same clean label
+    assert not np.array_equal(a["observation.state"][5:], b["observation.state"][5:])
+    # Recorded actions are the expert's, not the noisy executed ones: they stay smooth.
+    assert np.abs(np.diff(b["action"][:79, 1])).max() < 0.6
+
+
+def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path):
+    out = tmp_path / "demos"
+    collect(CollectConfig(episodes=1, workers=1, output=str(out), max_steps=30), progress=False)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        collect(CollectConfig(episodes=2, workers=1, output=str(out), max_steps=30), progress=False)
+    assert LeRobotDataset(out).num_episodes == 1
+    cfg = CollectConfig(episodes=2, workers=1, output=str(out), max_steps=30, overwrite=True)
+    collect(cfg, progress=False)
+    assert LeRobotDataset(out).num_episodes == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["demos"]  # no temporary leftovers
+
+
+def test_a_failing_worker_stops_the_run_with_its_traceback_and_writes_nothing(tmp_path):
+    impossible = RacingConfig(max_episode_steps=30, track=TrackSpec(min_corner_radius=1e4))
+    cfg = CollectConfig(episodes=4, workers=2, output=str(tmp_path / "demos"))
+    with pytest.raises(CollectError, match="no valid track") as err:
+        collect(cfg, env_config=impossible, progress=False)
+    assert "generate_track" in str(err.value)  # the worker's traceback
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_runs_end_to_end_and_prints_a_summary(tmp_path, capsys):
+    out = tmp_path / "demos"
+    rc = main(["--episodes", "3", "--workers", "2", "--max-steps", "60", "--output", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    for word in ("episodes", "frames", "episodes/s", "mean return", "lap completion", "wall time"):
+        assert word in text
+    assert LeRobotDataset(out).num_episodes == 3
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--episodes", "0"], "episodes must be >= 1, got 0"),
+        (["--workers", "0"], "workers must be >= 1"),
+        (["--noise", "-1"], "noise must be >= 0"),
+    ],
+)
+def test_bad_flags_exit_2_with_a_clear_message(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--output", str(tmp_path / "x")])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert main(["--episodes", "1", "--workers", "1", "--output", str(locked / "demos")]) == 1
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_output_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    assert main(["--episodes", "1", "--workers", "1", "--output", str(target), "--overwrite"]) == 1
+    assert "not a folder" in capsys.readouterr().err
+    assert target.read_text() == "x"
+
+
+def test_output_below_a_file_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert (
+        main(["--episodes", "1", "--workers", "1", "--output", str(tmp_path / "file/demos")]) == 1
+    )
+    assert "is a file" in capsys.readouterr().err
