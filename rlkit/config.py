@@ -692,3 +692,7 @@ def default_config_yaml() -> str:
         width = max(len(e[0]) for e in entries) + 2
         lines.extend(f"{key:<{width}}# {text}" for key, text in entries)
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m rlkit.config > config.yml
+    print(default_config_yaml(), end="")

@@ -15,8 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_config_yml_matches_the_dataclass_defaults():
     assert (ROOT / "config.yml").read_text() == default_config_yaml(), (
-        "config.yml is out of date: regenerate it with "
-        "python -c 'from rlkit.config import default_config_yaml as d; print(d(), end=\"\")' > config.yml"
+        "config.yml is out of date: regenerate it with python -m rlkit.config > config.yml"
     )
 
 
