@@ -193,6 +193,29 @@ def _chunks(n_episodes: int, workers: int, chunk_size: int | None) -> list[list[
     ]
 
 
+def _imap_watching_workers(pool: Any, tasks: list[Any]):
+    """``pool.imap_unordered`` that fails instead of hanging when a worker process dies.
+
+    A worker that raises is reported by the pool itself; one that is killed (out of
+    memory, SIGKILL) would leave its task pending forever, so the original worker
+    processes are watched while waiting.
+    """
+    procs = list(pool._pool)  # the workers this pool started; they only exit if killed
+    it = pool.imap_unordered(_run_chunk, tasks)
+    for _ in range(len(tasks)):
+        while True:
+            try:
+                yield it.next(timeout=0.5)
+                break
+            except mp.TimeoutError:
+                dead = [p for p in procs if p.exitcode is not None]
+                if dead:
+                    raise CollectError(
+                        f"worker process {dead[0].pid} died with exit code {dead[0].exitcode} "
+                        "(killed, or out of memory?); try fewer --workers"
+                    ) from None
+
+
 def _check_output(path: Path, overwrite: bool) -> None:
     """Fail before any work if the output cannot be written."""
     if path.exists() and not overwrite:
@@ -262,10 +285,12 @@ def collect(
                 bar.update(len(task[0]))
         else:
             with _pool_context().Pool(processes=min(workers, len(tasks))) as pool:
-                for chunk in pool.imap_unordered(_run_chunk, tasks):
+                for chunk in _imap_watching_workers(pool, tasks):
                     for ep in chunk:
                         results[ep["index"]] = ep
                     bar.update(len(chunk))
+    except CollectError:
+        raise
     except Exception as e:
         remote = getattr(e, "__cause__", None)
         detail = f"\n{remote}" if remote is not None else ""
