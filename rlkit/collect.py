@@ -147,6 +147,8 @@ def run_episodes(
     length = np.full(n, horizon)
     terminated = np.zeros(n, dtype=bool)
     alive = np.ones(n, dtype=bool)
+    laps = np.zeros(n)
+    first_lap = np.full(n, np.nan)
     obs[0] = sim.observe()
     for t in range(horizon):
         clean = expert.act_sim(sim)
@@ -155,6 +157,9 @@ def run_episodes(
         rew[t] = reward
         ended = alive & (term | trunc)
         length[ended] = t + 1
+        # Snapshot at the episode's end: finished cars keep moving in the batch.
+        laps[ended] = sim.progress[ended] / sim.t_len[ended]
+        first_lap[ended] = sim.first_lap_time[ended]
         terminated |= ended & term
         alive &= ~ended
         if not alive.any():
@@ -172,8 +177,8 @@ def run_episodes(
                 "reward": rew[:ln, k].copy(),
                 "terminated": bool(terminated[k]),
                 "return": float(rew[:ln, k].astype(np.float64).sum()),
-                "laps": float(sim.progress[k] / sim.t_len[k]),
-                "first_lap_time": float(sim.first_lap_time[k]),
+                "laps": float(laps[k]),
+                "first_lap_time": float(first_lap[k]),
             }
         )
     return episodes

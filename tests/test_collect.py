@@ -183,3 +183,28 @@ def test_a_killed_worker_process_fails_the_run_instead_of_hanging(tmp_path, monk
     with pytest.raises(CollectError, match="died with exit code"):
         collect(cfg, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_episode_summaries_are_taken_when_the_episode_ends():
+    from rlkit.collect import run_episodes
+
+    cfg = RacingConfig(max_episode_steps=400)
+    eps = run_episodes(list(range(8)), seed=1, noise=0.8, env_config=cfg, expert=Expert())
+    crashed = [ep for ep in eps if ep["terminated"]]
+    assert crashed, "heavy noise should make some cars leave the track"
+    for ep in crashed:
+        # The cars kept moving after their episodes ended; laps must not count that.
+        length = generate_track_length(ep)
+        progress = (ep["return"] + cfg.crash_penalty) * cfg.progress_unit
+        assert abs(ep["laps"] * length - progress) < 1e-3 * length
+
+
+def generate_track_length(ep):
+    from gymnasium.utils import seeding
+
+    from rlkit.envs import RacingSim
+    from rlkit.utils import episode_seed
+
+    sim = RacingSim(1)
+    sim.reset_car(0, seeding.np_random(episode_seed(1, ep["index"], "demo"))[0])
+    return sim.tracks[0].length

@@ -71,6 +71,10 @@ class RacingEnv(gym.Env):
     ``laps`` (completed fraction of laps, float), ``off_track``, ``speed`` (m/s), and
     ``lap_time`` (seconds) on the step that completes a lap.
 
+    ## Reset Options
+    ``env.reset(seed=..., options={"track_seed": k})`` drives track ``k`` instead of a random
+    one (evaluation on fixed held-out tracks).
+
     ## Arguments
     ``gymnasium.make("rlkit/Racing-v0", render_mode="rgb_array", render_size=96,
     config=RacingConfig(...), **overrides)``; keyword overrides replace fields of the config

@@ -177,6 +177,7 @@ class RacingSim:
         self.laps = np.zeros(n, dtype=np.int64)  # completed laps
         self.last_lap_step = np.zeros(n, dtype=np.int64)
         self.first_lap_time = np.full(n, np.nan)  # seconds, NaN until the first lap
+        self.lap_time = np.zeros(n)  # seconds since the last lap (or start); set by step()
         self.off_track = np.zeros(n, dtype=bool)
 
         # Rays: angles relative to the heading; segment window wide enough to contain the

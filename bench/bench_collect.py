@@ -1,0 +1,343 @@
+"""Benchmark: parallel demonstration collection, and the expert's lap completion rate.
+
+Measures, in one run on this machine:
+
+1. Wall time of ``python collect_demonstrations.py --episodes E --workers W ...`` run as a
+   real subprocess (interpreter start and dataset write included) for every ``--episodes``
+   E and ``--workers`` W; episodes/s; the speedup of each W over W=1 at each E (project
+   target: >= 1.8x for 2 workers at 1000 episodes on 2 idle cores); and whether the datasets
+   for every W are identical (the data parquet tables compared with pyarrow). The subprocess
+   runs in a temporary folder, so no ``config.yml`` of the current folder is picked up.
+2. The expert's lap completion rate over ``--tracks`` held-out tracks (the ``eval`` seed
+   stream, as the collector seeds its ``demo`` stream), driven with no noise in one
+   :class:`~rlkit.envs.sim.RacingSim` of that many cars for ``max_episode_steps``
+   (project target: >= 98 % of tracks lapped without leaving the track).
+
+Every figure is measured in this run; wall times are the median of ``--repeats`` runs.
+
+Usage::
+
+    PYTHONPATH=. python bench/bench_collect.py           # minutes; bench/results/bench_collect.json
+    PYTHONPATH=. python bench/bench_collect.py --quick   # smoke run, a few seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:  # `python bench/bench_collect.py` puts bench/ on sys.path
+    from bench_env import machine_info, print_table, write_json
+except ImportError:  # `python -m bench.bench_collect`
+    from bench.bench_env import machine_info, print_table, write_json
+
+NAME = "bench_collect"
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "collect_demonstrations.py"
+DEFAULT_OUTPUT = REPO / "bench" / "results" / f"{NAME}.json"
+TARGET_SPEEDUP = 1.8  # 2 workers over 1 at 1000 episodes, 2 idle cores
+TARGET_CLEAN_LAPS = 0.98  # fraction of held-out tracks lapped without leaving the track
+
+# Lines of the summary collect_demonstrations.py prints (see rlkit/cli/collect_demonstrations).
+_SUMMARY = {
+    "frames": (r"episodes\s+\d+\s+\((\d+) frames\)", int),
+    "inprocess_wall_s": (r"wall time\s+([\d.]+) s", float),
+    "lap_rate_pct": (r"lap completion\s+([\d.]+) %", float),
+    "off_track_pct": (r"left the track\s+([\d.]+) %", float),
+}
+
+
+# ---------------------------------------------------------------------- collection
+def run_collect(
+    episodes: int, workers: int, out: Path, seed: int, max_steps: int, cwd: Path
+) -> dict[str, Any]:
+    """One ``collect_demonstrations.py`` subprocess; wall time includes process start."""
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        "--episodes",
+        str(episodes),
+        "--workers",
+        str(workers),
+        "--seed",
+        str(seed),
+        "--max-steps",
+        str(max_steps),
+        "--output",
+        str(out),
+        "--overwrite",
+    ]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"collect_demonstrations.py failed (exit {proc.returncode}): {' '.join(cmd)}\n"
+            f"{proc.stderr[-4000:]}"
+        )
+    res: dict[str, Any] = {"wall_s": wall}
+    for key, (pattern, cast) in _SUMMARY.items():
+        m = re.search(pattern, proc.stdout)
+        res[key] = cast(m.group(1)) if m else None
+    return res
+
+
+def data_tables_equal(a: Path, b: Path) -> bool:
+    """True if the two datasets have the same data parquet files with equal tables."""
+    import pyarrow.parquet as pq
+
+    files_a = sorted(p.relative_to(a) for p in (a / "data").rglob("*.parquet"))
+    files_b = sorted(p.relative_to(b) for p in (b / "data").rglob("*.parquet"))
+    if not files_a or files_a != files_b:
+        return False
+    return all(pq.read_table(a / f).equals(pq.read_table(b / f)) for f in files_a)
+
+
+def bench_collection(
+    episodes: list[int], workers: list[int], repeats: int, seed: int, max_steps: int
+) -> dict[str, Any]:
+    """Every (E, W) run ``repeats`` times, W interleaved within a repeat; datasets compared."""
+    out: dict[str, Any] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="rlkit-bench-collect-"))
+    try:
+        for e in episodes:
+            runs: dict[int, list[dict[str, Any]]] = {w: [] for w in workers}
+            for r in range(repeats):
+                for w in workers:
+                    print(f"collect E={e} W={w} (repeat {r + 1}/{repeats}) ...", file=sys.stderr)
+                    runs[w].append(run_collect(e, w, tmp / f"w{w}", seed, max_steps, tmp))
+            w_ref = workers[0]
+            per_w = {}
+            for w in workers:
+                walls = [x["wall_s"] for x in runs[w]]
+                inproc = [x["inprocess_wall_s"] for x in runs[w] if x["inprocess_wall_s"]]
+                wall = statistics.median(walls)
+                per_w[str(w)] = {
+                    "wall_s_median": wall,
+                    "wall_s": walls,
+                    "inprocess_wall_s_median": statistics.median(inproc) if inproc else None,
+                    "episodes_per_s": e / wall,
+                    "frames": runs[w][-1]["frames"],
+                    "lap_rate_pct": runs[w][-1]["lap_rate_pct"],
+                    "off_track_pct": runs[w][-1]["off_track_pct"],
+                    f"identical_to_workers_{w_ref}": data_tables_equal(
+                        tmp / f"w{w_ref}", tmp / f"w{w}"
+                    ),
+                }
+            ref_wall = per_w[str(1)]["wall_s_median"] if 1 in workers else None
+            for w in workers:
+                per_w[str(w)]["speedup_vs_1_worker"] = (
+                    ref_wall / per_w[str(w)]["wall_s_median"] if ref_wall else None
+                )
+            identical = all(v[f"identical_to_workers_{w_ref}"] for v in per_w.values())
+            out[str(e)] = {"workers": per_w, "datasets_identical": identical}
+            for w in workers:
+                shutil.rmtree(tmp / f"w{w}", ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+# ---------------------------------------------------------------------- expert laps
+def bench_expert_laps(n_tracks: int, seed: int) -> dict[str, Any]:
+    """Drive ``n_tracks`` held-out tracks (``eval`` seeds) with the noiseless expert.
+
+    An episode ends when the car leaves the track (as in the env and the collector), so a
+    car's lap counts only if it was completed before it first left the track. The sim keeps
+    stepping cars that left; ``first_lap_time`` read at the end (as ``collect`` reports it)
+    is recorded too, to show whether laps after a crash would inflate the rate.
+    """
+    from gymnasium.utils import seeding
+
+    from rlkit.envs.expert import Expert
+    from rlkit.envs.sim import RacingConfig, RacingSim
+    from rlkit.utils import episode_seed
+
+    config = RacingConfig()  # the default task: 1000 steps of 0.05 s
+    t0 = time.perf_counter()
+    sim = RacingSim(n_tracks, config)
+    for i in range(n_tracks):
+        rng, _ = seeding.np_random(episode_seed(seed, i, "eval"))
+        sim.reset_car(i, rng)
+    setup_s = time.perf_counter() - t0
+    expert = Expert()
+    crashed = np.zeros(n_tracks, dtype=bool)
+    first_lap = np.full(n_tracks, np.nan)  # seconds, set only while the car is on the track
+    t0 = time.perf_counter()
+    for _ in range(config.max_episode_steps):
+        sim.step(expert.act_sim(sim))
+        crashed |= sim.off_track
+        fresh = np.isnan(first_lap) & ~crashed & ~np.isnan(sim.first_lap_time)
+        first_lap[fresh] = sim.first_lap_time[fresh]
+    drive_s = time.perf_counter() - t0
+    lapped = ~np.isnan(first_lap)
+    lapped_any = ~np.isnan(sim.first_lap_time)
+    return {
+        "tracks": n_tracks,
+        "seed_stream": "eval",
+        "seed": seed,
+        "max_episode_steps": config.max_episode_steps,
+        "noise": 0.0,
+        "clean_lap_rate": float((lapped & ~crashed).mean()),
+        "lap_rate": float(lapped.mean()),
+        "crash_rate": float(crashed.mean()),
+        "lap_rate_incl_after_crash": float(lapped_any.mean()),
+        "mean_first_lap_s": float(first_lap[lapped].mean()) if lapped.any() else math.nan,
+        "min_first_lap_s": float(first_lap[lapped].min()) if lapped.any() else math.nan,
+        "max_first_lap_s": float(first_lap[lapped].max()) if lapped.any() else math.nan,
+        "crashed_tracks": np.flatnonzero(crashed).tolist(),
+        "setup_s": setup_s,
+        "drive_s": drive_s,
+        "car_steps_per_s_incl_expert": n_tracks * config.max_episode_steps / drive_s,
+        "target_clean_lap_rate": TARGET_CLEAN_LAPS,
+        "meets_target": bool((lapped & ~crashed).mean() >= TARGET_CLEAN_LAPS),
+    }
+
+
+# ---------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="bench_collect.py",
+        description=(
+            "Wall time and worker speedup of collect_demonstrations.py (as a subprocess), "
+            "dataset identity across worker counts, and the expert's lap completion rate; "
+            "prints a table and writes every figure to a JSON file."
+        ),
+    )
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
+    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
+    p.add_argument("--episodes", type=int, nargs="+", default=None, help="default 100 1000")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="default 1 2")
+    p.add_argument("--tracks", type=int, default=None, help="held-out tracks (default 200)")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="steps per collected episode (default 1000; the expert-laps check always uses 1000)",
+    )
+    p.add_argument("--repeats", type=int, default=1, help="runs per (episodes, workers)")
+    p.add_argument("--seed", type=int, default=0, help="run seed (collection and eval tracks)")
+    args = p.parse_args(argv)
+    if args.episodes is None:
+        args.episodes = [4, 8] if args.quick else [100, 1000]
+    if args.tracks is None:
+        args.tracks = 20 if args.quick else 200
+    if args.max_steps is None:
+        args.max_steps = 100 if args.quick else 1000
+    if min(args.episodes) < 1 or min(args.workers) < 1 or args.tracks < 1:
+        p.error("--episodes, --workers and --tracks must be >= 1")
+    if args.max_steps < 1 or args.repeats < 1:
+        p.error("--max-steps and --repeats must be >= 1")
+    args.workers = sorted(set(args.workers))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    t_run = time.perf_counter()
+    machine = machine_info()  # before the runs: the load average says how quiet it was
+
+    collection = bench_collection(
+        args.episodes, args.workers, args.repeats, args.seed, args.max_steps
+    )
+    print(f"expert on {args.tracks} held-out tracks ...", file=sys.stderr)
+    laps = bench_expert_laps(args.tracks, args.seed)
+
+    rows = []
+    for e, res in collection.items():
+        for w, r in res["workers"].items():
+            sp = r["speedup_vs_1_worker"]
+            rows.append(
+                [
+                    e,
+                    w,
+                    f"{r['wall_s_median']:.2f}",
+                    f"{r['inprocess_wall_s_median']:.2f}" if r["inprocess_wall_s_median"] else "?",
+                    f"{r['episodes_per_s']:.1f}",
+                    f"{sp:.2f}x" if sp else "-",
+                    "yes" if r[f"identical_to_workers_{args.workers[0]}"] else "NO",
+                ]
+            )
+    print()
+    print_table(
+        ["episodes", "workers", "wall s", "in-proc s", "episodes/s", "speedup", "same data"],
+        rows,
+    )
+    big = collection[str(max(args.episodes))]["workers"]
+    if 1 in args.workers and 2 in args.workers:
+        sp = big["2"]["speedup_vs_1_worker"]
+        ok = "meets" if sp >= TARGET_SPEEDUP else "MISSES"
+        print(
+            f"\n2 workers at {max(args.episodes)} episodes: {sp:.2f}x -- {ok} the "
+            f"{TARGET_SPEEDUP:g}x target (on {machine['cpu_count']} cores)"
+        )
+        if args.quick:
+            print("  (--quick sizes: pool start-up dominates, the speedup means nothing)")
+    print()
+    print_table(
+        ["expert, held-out tracks", "value"],
+        [
+            ["tracks", str(laps["tracks"])],
+            ["steps per episode", str(laps["max_episode_steps"])],
+            ["lapped without leaving track", f"{100 * laps['clean_lap_rate']:.1f} %"],
+            ["left the track", f"{100 * laps['crash_rate']:.1f} %"],
+            ["lapped incl. after a crash", f"{100 * laps['lap_rate_incl_after_crash']:.1f} %"],
+            ["mean first lap", f"{laps['mean_first_lap_s']:.2f} s"],
+            ["car-steps/s (sim + expert)", f"{laps['car_steps_per_s_incl_expert']:,.0f}"],
+        ],
+    )
+    ok = "meets" if laps["meets_target"] else "MISSES"
+    print(f"clean lap rate {ok} the {100 * TARGET_CLEAN_LAPS:g} % target")
+
+    record = {
+        "benchmark": NAME,
+        "command": [sys.executable, *sys.argv] if argv is None else ["bench_collect.py", *argv],
+        "timestamp_utc": started,
+        "wall_s": time.perf_counter() - t_run,
+        "machine": machine,
+        "settings": {
+            "quick": args.quick,
+            "episodes": args.episodes,
+            "workers": args.workers,
+            "repeats": args.repeats,
+            "seed": args.seed,
+            "max_steps": args.max_steps,
+            "noise": "collect_demonstrations.py default",
+            "collect_command": (
+                f"{sys.executable} {SCRIPT} --episodes E --workers W --seed {args.seed} "
+                f"--max-steps {args.max_steps} --output <tmpdir> --overwrite (cwd: tmpdir)"
+            ),
+            "wall_s": "subprocess wall time, process start and dataset write included",
+            "inprocess_wall_s": "wall time printed by the script itself (no interpreter start)",
+            "identical": "data/**/*.parquet tables equal (pyarrow Table.equals) to workers[0]",
+        },
+        "collection": collection,
+        "targets": {
+            "speedup_2_workers_at_max_episodes": TARGET_SPEEDUP,
+            "clean_lap_rate": TARGET_CLEAN_LAPS,
+        },
+        "expert_laps": laps,
+    }
+    write_json(args.output, record)
+    print(f"\nwrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
