@@ -273,11 +273,15 @@ class RacingSim:
         return s, proj.imag, heading_err, j
 
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-        """A reusable work array: large temporaries cost page faults on every allocation."""
+        """A reusable work array (a view of the first ``shape[0]`` rows of one allocation).
+
+        Large temporaries cost page faults on every allocation; subsets of cars (auto-reset
+        observations) reuse the full-size array instead of reallocating.
+        """
         buf = self._buffers.get(name)
-        if buf is None or buf.shape != shape:
-            buf = self._buffers[name] = np.empty(shape, dtype=dtype)
-        return buf
+        if buf is None or buf.shape[1:] != shape[1:] or buf.shape[0] < shape[0]:
+            buf = self._buffers[name] = np.empty((max(shape[0], self.num_cars), *shape[1:]), dtype)
+        return buf[: shape[0]]
 
     def _rays(self, cars: np.ndarray) -> np.ndarray:
         """Distance along each ray to the first road boundary, capped at ``ray_range``.

@@ -19,6 +19,7 @@ track runs counter-clockwise, so left is inward on convex stretches).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -103,14 +104,29 @@ class Track:
         return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
 
 
-def _polar(theta: np.ndarray, r0: float, amp: np.ndarray, phase: np.ndarray, ks: np.ndarray):
-    """r, r', r'' of the polar Fourier curve at ``theta``."""
-    arg = ks[:, None] * theta[None, :] + phase[:, None]
-    c, s = np.cos(arg), np.sin(arg)
-    r = r0 * (1.0 + (amp[:, None] * c).sum(axis=0))
-    dr = r0 * (-(amp * ks)[:, None] * s).sum(axis=0)
-    ddr = r0 * (-(amp * ks * ks)[:, None] * c).sum(axis=0)
-    return r, dr, ddr
+_N_DENSE = 513  # angle grid for the curvature check and the arc-length integral
+
+
+@lru_cache(maxsize=8)
+def _dense_basis(harmonics: int) -> tuple[np.ndarray, np.ndarray]:
+    """The dense angle grid and ``exp(i k theta)`` on it, (K-1, N), computed once."""
+    dense = np.linspace(0.0, 2.0 * np.pi, _N_DENSE)
+    ks = np.arange(2, harmonics + 1, dtype=np.float64)
+    return dense, np.exp(1j * ks[:, None] * dense[None, :])
+
+
+def _polar(
+    basis: np.ndarray, r0: float, amp: np.ndarray, phase: np.ndarray, ks: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """r, r', r'' of the polar Fourier curve, given ``basis = exp(i k theta)`` (K-1, N).
+
+    ``r = R0 (1 + Re sum_k a_k e^{i phi_k} e^{i k theta})``; each derivative multiplies the
+    coefficient by ``i k``, so all three are one small complex matrix product.
+    """
+    c0 = amp * np.exp(1j * phase)
+    coef = np.stack([c0, 1j * ks * c0, -(ks * ks) * c0])  # (3, K-1)
+    r, dr, ddr = r0 * (coef @ basis).real
+    return r + r0, dr, ddr
 
 
 def _candidate(rng: np.random.Generator, spec: TrackSpec, seed: int) -> Track | None:
@@ -122,8 +138,8 @@ def _candidate(rng: np.random.Generator, spec: TrackSpec, seed: int) -> Track | 
     phase = rng.uniform(0.0, 2.0 * np.pi, ks.size)
 
     # Curvature is parametrisation-free: reject on the dense grid before resampling.
-    dense = np.linspace(0.0, 2.0 * np.pi, 513)
-    r, dr, ddr = _polar(dense, r0, amp, phase, ks)
+    dense, basis = _dense_basis(spec.harmonics)
+    r, dr, ddr = _polar(basis, r0, amp, phase, ks)
     speed = np.sqrt(r * r + dr * dr)  # |d(xy)/d(theta)|
     if np.abs((r * r + 2.0 * dr * dr - r * ddr) / speed**3).max() > spec.max_curvature:
         return None
@@ -138,7 +154,7 @@ def _candidate(rng: np.random.Generator, spec: TrackSpec, seed: int) -> Track | 
     theta = np.interp(s, s_dense, dense)
 
     # Exact geometry at the resampled angles (analytic derivatives, no finite differences).
-    r, dr, ddr = _polar(theta, r0, amp, phase, ks)
+    r, dr, ddr = _polar(np.exp(1j * ks[:, None] * theta[None, :]), r0, amp, phase, ks)
     ct, st = np.cos(theta), np.sin(theta)
     xy = np.stack([r * ct, r * st], axis=1)
     d_xy = np.stack([dr * ct - r * st, dr * st + r * ct], axis=1)
