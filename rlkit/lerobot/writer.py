@@ -54,6 +54,7 @@ from rlkit.lerobot.reader import (
     LeRobotFormatError,
 )
 from rlkit.lerobot.stats import compute_stats, episode_stats_arrays
+from rlkit.utils import available_cores
 
 logger = logging.getLogger(__name__)
 
@@ -339,17 +340,20 @@ def _write_tree(
     chunk_idx, file_idx = _plan_files(
         bounds, row_bytes, data_files_size_in_mb * 1024**2, chunks_size
     )
-    # Parquet encoding (pyarrow, GIL released) runs in a thread while numpy (also GIL-free)
-    # computes the stats in this one: the two halves of the work overlap on 2+ cores.
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    # Parquet encoding (pyarrow) and the stats (numpy sorts) both release the GIL, so they run
+    # as concurrent jobs on every core: parquet, then per feature its per-episode and its
+    # global stats, largest features first.
+    by_size = sorted(order, key=lambda k: -arrays[k].nbytes)
+    with ThreadPoolExecutor(max_workers=max(2, available_cores())) as pool:
         data_job = pool.submit(_write_data_files, tmp, table, bounds, chunk_idx, file_idx)
+        ep_jobs = {k: pool.submit(episode_stats_arrays, arrays[k], bounds) for k in by_size}
+        global_jobs = {k: pool.submit(compute_stats, arrays[k]) for k in by_size}
         global_stats: dict[str, dict[str, Any]] = {}
         ep_columns: dict[str, pa.Array] = {}
         for key in order:
-            per_ep = episode_stats_arrays(arrays[key], bounds)
-            for stat, values in per_ep.items():
+            for stat, values in ep_jobs[key].result().items():
                 ep_columns[f"stats/{key}/{stat}"] = _list_column(values)
-            global_stats[key] = _stats_to_json(compute_stats(arrays[key]))
+            global_stats[key] = _stats_to_json(global_jobs[key].result())
         data_job.result()
 
     # ---- episodes metadata
