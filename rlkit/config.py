@@ -641,7 +641,10 @@ def save_run_config(
 # --------------------------------------------------------------------------------------------
 
 #: Section -> "module:Dataclass" of every tool that has landed.
-TOOLS: dict[str, str] = {"collect": "rlkit.collect:CollectConfig"}
+TOOLS: dict[str, str] = {
+    "collect": "rlkit.collect:CollectConfig",
+    "bc": "rlkit.bc:BCConfig",
+}
 
 #: Order of the sections in config.yml and the script each belongs to.
 SECTION_SCRIPTS: dict[str, str] = {

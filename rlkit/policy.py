@@ -1,0 +1,281 @@
+"""The behaviour-cloning policy and its export into Stable-Baselines3 policies.
+
+The BC network is built with SB3's own ``create_mlp`` (Tanh activations, Tanh output), so
+its layers *are* the layers of SB3's actors::
+
+    BC net            Linear-Tanh-Linear-Tanh-Linear-Tanh          (raw obs, normalised inside)
+    TD3 actor.mu      the same Sequential                           (identical state-dict keys)
+    SAC actor         latent_pi = the first four modules, mu = the last Linear; SAC applies tanh
+    PPO policy_net    the same Sequential (net_arch pi=[*hidden, act_dim]); action_net = identity
+
+Observation normalisation (``(obs - mean) / std``) is folded into the first Linear layer on
+export, so the SB3 policies take raw observations; the Tanh output is SB3's normalised
+[-1, 1] action space. Every export's deterministic action equals the BC policy's (tested).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.torch_layers import create_mlp
+from torch import nn
+
+__all__ = [
+    "ALGOS",
+    "BCPolicy",
+    "export_sb3",
+    "load_bc_into",
+    "policy_kwargs_for",
+    "read_export_meta",
+]
+
+ALGOS = ("ppo", "sac", "td3")
+EXPORT_META = "bc_export.json"
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class BCPolicy(nn.Module):
+    """MLP policy: raw observation -> action in the normalised [-1, 1] space.
+
+    Args:
+        obs_dim: observation size.
+        act_dim: action size.
+        hidden: hidden layer widths.
+        obs_mean, obs_std: observation normalisation (default 0 / 1).
+        act_low, act_high: bounds of the real action space; ``act`` maps [-1, 1] onto them.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: list[int] | tuple[int, ...] = (256, 256),
+        obs_mean: np.ndarray | None = None,
+        obs_std: np.ndarray | None = None,
+        act_low: np.ndarray | None = None,
+        act_high: np.ndarray | None = None,
+    ) -> None:
+        super().__init__()
+        self.obs_dim, self.act_dim, self.hidden = int(obs_dim), int(act_dim), [int(h) for h in hidden]
+        self.net = nn.Sequential(*create_mlp(obs_dim, act_dim, self.hidden, nn.Tanh, squash_output=True))
+
+        def buf(value: np.ndarray | None, fill: float, size: int) -> torch.Tensor:
+            arr = np.full(size, fill) if value is None else np.asarray(value, dtype=np.float64)
+            if arr.shape != (size,):
+                raise ValueError(f"normalisation vector must have shape ({size},), got {arr.shape}")
+            return torch.as_tensor(arr, dtype=torch.float32)
+
+        self.register_buffer("obs_mean", buf(obs_mean, 0.0, obs_dim))
+        self.register_buffer("obs_std", buf(obs_std, 1.0, obs_dim))
+        self.register_buffer("act_low", buf(act_low, -1.0, act_dim))
+        self.register_buffer("act_high", buf(act_high, 1.0, act_dim))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Normalised action in [-1, 1] for raw observations ``(B, obs_dim)``."""
+        return self.net((obs - self.obs_mean) / self.obs_std)
+
+    def normalise_action(self, action: np.ndarray) -> np.ndarray:
+        """Real actions -> [-1, 1] (the training target)."""
+        low, high = self.act_low.cpu().numpy(), self.act_high.cpu().numpy()
+        return np.clip(2.0 * (action - low) / (high - low) - 1.0, -1.0, 1.0).astype(np.float32)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Real actions ``(B, act_dim)`` for a batch of raw observations (numpy in, numpy out)."""
+        device = self.obs_mean.device
+        a = self(torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)).cpu().numpy()
+        low, high = self.act_low.cpu().numpy(), self.act_high.cpu().numpy()
+        return low + (a + 1.0) * 0.5 * (high - low)
+
+    def folded_net(self) -> nn.Sequential:
+        """A copy of the MLP with the observation normalisation folded into the first layer.
+
+        ``W ((x - m) / s) + b = (W / s) x + (b - W (m / s))``, so the copy takes raw observations.
+        """
+        net = copy.deepcopy(self.net).cpu().float()
+        first = net[0]
+        assert isinstance(first, nn.Linear)
+        with torch.no_grad():
+            inv = 1.0 / self.obs_std.cpu().double()
+            w = first.weight.double()
+            first.bias.copy_((first.bias.double() - w @ (self.obs_mean.cpu().double() * inv)).float())
+            first.weight.copy_((w * inv[None, :]).float())
+        return net
+
+    def spec(self) -> dict[str, Any]:
+        return {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "hidden": self.hidden}
+
+    def save(self, path: str | Path, **extra: Any) -> None:
+        """Write ``{spec, state_dict, **extra}`` atomically."""
+        _atomic_torch_save({"spec": self.spec(), "state_dict": self.state_dict(), **extra}, Path(path))
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> BCPolicy:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no BC policy file; train one with train_bc.py")
+        blob = torch.load(path, map_location=map_location, weights_only=False)
+        if not isinstance(blob, dict) or "spec" not in blob or "state_dict" not in blob:
+            raise ValueError(f"{path}: not an rlkit BC policy file (no 'spec'/'state_dict')")
+        policy = cls(**blob["spec"])
+        policy.load_state_dict(blob["state_dict"])
+        return policy
+
+
+# ------------------------------------------------------------------ SB3 export
+def policy_kwargs_for(algo: str, hidden: list[int], act_dim: int, init_std: float) -> dict[str, Any]:
+    """``policy_kwargs`` of the SB3 model a BC export loads into (JSON-safe; see build)."""
+    if algo == "ppo":
+        return {
+            "net_arch": {"pi": [*hidden, act_dim], "vf": list(hidden)},
+            "activation_fn": "tanh",
+            "log_std_init": math.log(init_std),
+        }
+    if algo in ("sac", "td3"):
+        return {"net_arch": {"pi": list(hidden), "qf": list(hidden)}, "activation_fn": "tanh"}
+    raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
+
+
+def build_policy_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """JSON ``policy_kwargs`` -> the real ones (activation names -> classes)."""
+    out = dict(kwargs)
+    acts = {"tanh": nn.Tanh, "relu": nn.ReLU}
+    if isinstance(out.get("activation_fn"), str):
+        out["activation_fn"] = acts[out["activation_fn"]]
+    return out
+
+
+def _policy_class(algo: str) -> type:
+    if algo == "ppo":
+        from stable_baselines3.common.policies import ActorCriticPolicy
+
+        return ActorCriticPolicy
+    if algo == "sac":
+        from stable_baselines3.sac.policies import SACPolicy
+
+        return SACPolicy
+    if algo == "td3":
+        from stable_baselines3.td3.policies import TD3Policy
+
+        return TD3Policy
+    raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
+
+
+def export_sb3(
+    policy: BCPolicy,
+    out_dir: str | Path,
+    observation_space: spaces.Box,
+    init_std: float = 0.1,
+    algos: tuple[str, ...] = ALGOS,
+) -> dict[str, Any]:
+    """Save the BC policy as SB3 policies ``policy_{algo}.zip`` plus ``bc_export.json``.
+
+    Args:
+        policy: the trained BC policy.
+        out_dir: folder to write into.
+        observation_space: the env's observation space (raw observations).
+        init_std: initial action standard deviation of the stochastic policies (PPO, SAC).
+        algos: which exports to write.
+
+    Returns:
+        The export metadata (also written as ``bc_export.json``).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not 0 < init_std <= 1:
+        raise ValueError(f"init_std must be in (0, 1], got {init_std}")
+    action_space = spaces.Box(-1.0, 1.0, (policy.act_dim,), dtype=np.float32)
+    folded = policy.folded_net()
+    n = len(folded)
+    meta: dict[str, Any] = {
+        "format": "rlkit-bc-export-v1",
+        "obs_dim": policy.obs_dim,
+        "act_dim": policy.act_dim,
+        "hidden": policy.hidden,
+        "init_std": init_std,
+        "act_low": policy.act_low.tolist(),
+        "act_high": policy.act_high.tolist(),
+        "policy_kwargs": {},
+        "files": {},
+    }
+    for algo in algos:
+        kwargs = policy_kwargs_for(algo, policy.hidden, policy.act_dim, init_std)
+        sb3 = _policy_class(algo)(
+            observation_space, action_space, lambda _: 3e-4, **build_policy_kwargs(kwargs)
+        )
+        with torch.no_grad():
+            if algo == "ppo":
+                sb3.mlp_extractor.policy_net.load_state_dict(folded.state_dict())
+                sb3.action_net.weight.copy_(torch.eye(policy.act_dim))
+                sb3.action_net.bias.zero_()
+            elif algo == "sac":
+                sb3.actor.latent_pi.load_state_dict(folded[: n - 2].state_dict())
+                sb3.actor.mu.load_state_dict(folded[n - 2].state_dict())
+                sb3.actor.log_std.weight.zero_()
+                sb3.actor.log_std.bias.fill_(math.log(init_std))
+            else:
+                sb3.actor.mu.load_state_dict(folded.state_dict())
+                sb3.actor_target.load_state_dict(sb3.actor.state_dict())
+        name = f"policy_{algo}.zip"
+        tmp = out / f".{name}.tmp-{os.getpid()}.zip"
+        sb3.save(str(tmp))
+        os.replace(tmp, out / name)
+        meta["policy_kwargs"][algo] = kwargs
+        meta["files"][algo] = name
+    tmp_meta = out / f".{EXPORT_META}.tmp-{os.getpid()}"
+    tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp_meta, out / EXPORT_META)
+    return meta
+
+
+def read_export_meta(export_dir: str | Path) -> dict[str, Any]:
+    """``bc_export.json`` of a BC output folder, with a clear error when it is not one."""
+    path = Path(export_dir) / EXPORT_META
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {export_dir} is not a train_bc.py output folder")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != "rlkit-bc-export-v1":
+        raise ValueError(f"{path}: unknown export format {meta.get('format')!r}")
+    return meta
+
+
+def load_bc_into(model: Any, export_dir: str | Path) -> None:
+    """Load a BC export into a fresh SB3 model (PPO, SAC or TD3) built with the export's
+    ``policy_kwargs`` (``read_export_meta(dir)["policy_kwargs"][algo]``).
+
+    Raises:
+        ValueError: the model's algorithm, observation or action size does not match.
+    """
+    meta = read_export_meta(export_dir)
+    algo = type(model).__name__.lower()
+    if algo not in meta["files"]:
+        raise ValueError(f"{export_dir} has no export for {algo.upper()} (has {sorted(meta['files'])})")
+    obs_dim = int(np.prod(model.observation_space.shape))
+    act_dim = int(np.prod(model.action_space.shape))
+    if (obs_dim, act_dim) != (meta["obs_dim"], meta["act_dim"]):
+        raise ValueError(
+            f"{export_dir}: BC policy is for observations of size {meta['obs_dim']} and actions of "
+            f"size {meta['act_dim']}, the model has {obs_dim} and {act_dim}; train BC on data "
+            "from the same env configuration"
+        )
+    saved = _policy_class(algo).load(str(Path(export_dir) / meta["files"][algo]), device=model.device)
+    try:
+        model.policy.load_state_dict(saved.state_dict())
+    except RuntimeError as e:
+        raise ValueError(
+            f"{export_dir}: the {algo.upper()} model's network differs from the export; build it with "
+            f"policy_kwargs={meta['policy_kwargs'][algo]} ({e})"
+        ) from e
