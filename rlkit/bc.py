@@ -64,40 +64,59 @@ MEMORY_LIMIT_BYTES = 2 * 1024**3
 class BCConfig:
     """Options of ``train_bc.py`` (section ``bc`` of config.yml)."""
 
-    data: str = field(default="data/demos", metadata={"help": "LeRobot dataset folder (v2.1 or v3.0)"})
-    output: str = field(default="runs/bc", metadata={"help": "output folder for the policy and logs"})
+    data: str = field(
+        default="data/demos", metadata={"help": "LeRobot dataset folder (v2.1 or v3.0)"}
+    )
+    output: str = field(
+        default="runs/bc", metadata={"help": "output folder for the policy and logs"}
+    )
     obs_key: str = field(default="observation.state", metadata={"help": "observation feature"})
     action_key: str = field(default="action", metadata={"help": "action feature"})
     epochs: int = field(default=50, metadata={"help": "training epochs"})
     batch_size: int = field(default=256, metadata={"help": "minibatch size"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
-    hidden: list[int] = field(default_factory=lambda: [256, 256], metadata={"help": "hidden layer widths"})
+    hidden: list[int] = field(
+        default_factory=lambda: [256, 256], metadata={"help": "hidden layer widths"}
+    )
     workers: int | None = field(
         default=None,
         metadata={"help": "DataLoader num_workers (default: cores / 2, min 1, cap 8)"},
     )
     loader: Literal["auto", "dataloader", "memory"] = field(
         default="auto",
-        metadata={"help": "data path: whole dataset as tensors, or a DataLoader (auto: memory if it fits)"},
+        metadata={
+            "help": "data path: whole dataset as tensors, or a DataLoader (auto: memory if it fits)"
+        },
     )
     pin_memory: Literal["auto", "on", "off"] = field(
         default="auto", metadata={"help": "DataLoader pin_memory (auto: on with CUDA)"}
     )
-    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "training device"})
+    device: Literal["auto", "cpu", "cuda"] = field(
+        default="auto", metadata={"help": "training device"}
+    )
     threads: int = field(
         default=1,
         metadata={"help": "torch CPU threads (1 is fastest for small MLPs: see bench/bench_bc.py)"},
     )
     val_fraction: float = field(
-        default=0.1, metadata={"help": "fraction of episodes held out for validation (split by episode)"}
+        default=0.1,
+        metadata={"help": "fraction of episodes held out for validation (split by episode)"},
     )
     patience: int = field(
         default=10, metadata={"help": "stop after this many epochs without validation improvement"}
     )
-    seed: int = field(default=0, metadata={"help": "seed for the split, init, shuffling, DAgger, eval"})
-    dagger_rounds: int = field(default=0, metadata={"help": "DAgger rounds after behaviour cloning"})
-    dagger_episodes: int = field(default=20, metadata={"help": "policy episodes labelled per DAgger round"})
-    dagger_epochs: int = field(default=10, metadata={"help": "training epochs after each DAgger round"})
+    seed: int = field(
+        default=0, metadata={"help": "seed for the split, init, shuffling, DAgger, eval"}
+    )
+    dagger_rounds: int = field(
+        default=0, metadata={"help": "DAgger rounds after behaviour cloning"}
+    )
+    dagger_episodes: int = field(
+        default=20, metadata={"help": "policy episodes labelled per DAgger round"}
+    )
+    dagger_epochs: int = field(
+        default=10, metadata={"help": "training epochs after each DAgger round"}
+    )
     eval_episodes: int = field(
         default=50, metadata={"help": "held-out tracks for the final evaluation (0: skip)"}
     )
@@ -112,13 +131,25 @@ class BCConfig:
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (len(self.hidden) >= 1 and min(self.hidden) >= 1, f"hidden must be positive widths, got {self.hidden}"),
-            (self.workers is None or self.workers >= 0, f"workers must be >= 0, got {self.workers}"),
+            (
+                len(self.hidden) >= 1 and min(self.hidden) >= 1,
+                f"hidden must be positive widths, got {self.hidden}",
+            ),
+            (
+                self.workers is None or self.workers >= 0,
+                f"workers must be >= 0, got {self.workers}",
+            ),
             (self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
-            (0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
+            (
+                0 <= self.val_fraction < 1,
+                f"val_fraction must be in [0, 1), got {self.val_fraction}",
+            ),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
             (self.dagger_rounds >= 0, f"dagger_rounds must be >= 0, got {self.dagger_rounds}"),
-            (self.dagger_episodes >= 1, f"dagger_episodes must be >= 1, got {self.dagger_episodes}"),
+            (
+                self.dagger_episodes >= 1,
+                f"dagger_episodes must be >= 1, got {self.dagger_episodes}",
+            ),
             (self.dagger_epochs >= 1, f"dagger_epochs must be >= 1, got {self.dagger_epochs}"),
             (self.eval_episodes >= 0, f"eval_episodes must be >= 0, got {self.eval_episodes}"),
             (0 < self.init_std <= 1, f"init_std must be in (0, 1], got {self.init_std}"),
@@ -175,7 +206,7 @@ def load_bc_data(cfg: BCConfig) -> BCData:
     ds = LeRobotDataset(root)
     if ds.num_frames == 0:
         raise LeRobotFormatError(f"{root}: the dataset has no frames; collect episodes first")
-    cols = ds.load_columns([cfg.obs_key, cfg.action_key, "episode_index"])
+    cols = ds.load_columns(list(dict.fromkeys([cfg.obs_key, cfg.action_key, "episode_index"])))
     obs = _as_2d(cols[cfg.obs_key], cfg.obs_key, root)
     act = _as_2d(cols[cfg.action_key], cfg.action_key, root)
     if not (np.isfinite(obs).all() and np.isfinite(act).all()):
@@ -195,13 +226,13 @@ def load_bc_data(cfg: BCConfig) -> BCData:
     if env_config is not None:
         if act.shape[1] != 2:
             raise LeRobotFormatError(
-                f"{root}: '{cfg.action_key}' has {act.shape[1]} dimensions but the racing env takes 2 "
-                "(steer, throttle); pass --action-key naming the env's action"
+                f"{root}: '{cfg.action_key}' has {act.shape[1]} dimensions but the racing env "
+                "takes 2 (steer, throttle); pass --action-key naming the env's action"
             )
         if obs.shape[1] != env_config.obs_dim:
             raise LeRobotFormatError(
-                f"{root}: '{cfg.obs_key}' has {obs.shape[1]} dimensions but the recorded env config "
-                f"(meta/rlkit_env.json) observes {env_config.obs_dim}; re-collect the dataset"
+                f"{root}: '{cfg.obs_key}' has {obs.shape[1]} dimensions but the recorded env "
+                f"config (meta/rlkit_env.json) observes {env_config.obs_dim}; re-collect the data"
             )
         low, high = -np.ones(2), np.ones(2)  # the env's action space: SB3's normalised space
     else:
@@ -209,10 +240,14 @@ def load_bc_data(cfg: BCConfig) -> BCData:
         low = np.asarray(s_act.get("min", act.min(axis=0)), dtype=np.float64).reshape(-1)
         high = np.asarray(s_act.get("max", act.max(axis=0)), dtype=np.float64).reshape(-1)
         high = np.where(high - low < 1e-6, low + 1e-6, high)
-    return BCData(obs, act, cols["episode_index"].astype(np.int64), mean, std, low, high, env_config)
+    return BCData(
+        obs, act, cols["episode_index"].astype(np.int64), mean, std, low, high, env_config
+    )
 
 
-def split_episodes(episode: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_episodes(
+    episode: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Frame masks (train, val); whole episodes go to one side, never split frames."""
     eps = np.unique(episode)
     n_val = round(val_fraction * len(eps)) if len(eps) > 1 else 0
@@ -341,8 +376,13 @@ class _Trainer:
         self.cfg, self.data, self.out, self.device = cfg, data, out, device
         torch.manual_seed(cfg.seed)
         self.policy = BCPolicy(
-            data.obs.shape[1], data.action.shape[1], cfg.hidden, data.obs_mean, data.obs_std,
-            data.act_low, data.act_high,
+            data.obs.shape[1],
+            data.action.shape[1],
+            cfg.hidden,
+            data.obs_mean,
+            data.obs_std,
+            data.act_low,
+            data.act_high,
         ).to(device)
         self.opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr)
         self.best_val = math.inf
@@ -361,12 +401,19 @@ class _Trainer:
     # -- data
     def batches(self) -> Batches:
         x = np.concatenate([self.data.obs[self.train_mask], self.extra_obs])
-        y = self.policy.normalise_action(np.concatenate([self.data.action[self.train_mask], self.extra_act]))
+        y = self.policy.normalise_action(
+            np.concatenate([self.data.action[self.train_mask], self.extra_act])
+        )
         kind = resolve_loader(self.cfg, x.nbytes + y.nbytes)
-        pin = self.cfg.pin_memory == "on" or (self.cfg.pin_memory == "auto" and self.device.type == "cuda")
+        cuda = self.device.type == "cuda"
+        pin = cuda and self.cfg.pin_memory != "off"  # auto = on with CUDA
+        if self.cfg.pin_memory == "on" and not cuda:
+            logger.warning("--pin-memory on has no effect without CUDA; not pinning")
         workers = self.cfg.num_workers if kind == "dataloader" else 0
         self.loader_kind = kind
-        return Batches(x, y, self.cfg.batch_size, kind, self.device, workers, pin, self.cfg.seed + self.phase)
+        return Batches(
+            x, y, self.cfg.batch_size, kind, self.device, workers, pin, self.cfg.seed + self.phase
+        )
 
     @torch.no_grad()
     def val_loss(self) -> float:
@@ -374,9 +421,13 @@ class _Trainer:
             return math.nan
         self.policy.eval()
         x = torch.as_tensor(self.data.obs[self.val_mask], device=self.device)
-        y = torch.as_tensor(self.policy.normalise_action(self.data.action[self.val_mask]), device=self.device)
+        y = torch.as_tensor(
+            self.policy.normalise_action(self.data.action[self.val_mask]), device=self.device
+        )
         losses = [
-            nn.functional.mse_loss(self.policy(x[i : i + 65536]), y[i : i + 65536], reduction="sum").item()
+            nn.functional.mse_loss(
+                self.policy(x[i : i + 65536]), y[i : i + 65536], reduction="sum"
+            ).item()
             for i in range(0, len(x), 65536)
         ]
         return sum(losses) / y.numel()
@@ -411,7 +462,8 @@ class _Trainer:
         if blob.get("spec") != self.policy.spec():
             raise ValueError(
                 f"{path}: checkpoint is for a policy {blob.get('spec')}, this run builds "
-                f"{self.policy.spec()}; resume with the same --hidden and data, or start a new --output"
+                f"{self.policy.spec()}; resume with the same --hidden and data, or use a new "
+                "--output"
             )
         self.policy.load_state_dict(blob["policy"])
         self.opt.load_state_dict(blob["optimizer"])
@@ -427,7 +479,13 @@ class _Trainer:
             return
         batches = self.batches()
         desc = "bc" if self.phase == 0 else f"dagger {self.phase}"
-        bar = tqdm(range(self.epoch, epochs), desc=desc, unit="epoch", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(
+            range(self.epoch, epochs),
+            desc=desc,
+            unit="epoch",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
         for epoch in bar:
             t0 = time.perf_counter()
             self.policy.train()
@@ -448,12 +506,18 @@ class _Trainer:
             score = val if not math.isnan(val) else train_loss
             if score < self.best_val:
                 self.best_val, self.bad_epochs = score, 0
-                self.best_state = {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
+                self.best_state = {
+                    k: v.detach().clone() for k, v in self.policy.state_dict().items()
+                }
                 self.policy.save(self.out / "bc_policy.pt")
             else:
                 self.bad_epochs += 1
-            log.writerow([self.total_epochs, self.phase, f"{train_loss:.6g}", f"{val:.6g}", f"{dt:.3f}"])
-            bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val:.4f}", samples_s=f"{count / dt:,.0f}")
+            log.writerow(
+                [self.total_epochs, self.phase, f"{train_loss:.6g}", f"{val:.6g}", f"{dt:.3f}"]
+            )
+            bar.set_postfix(
+                train=f"{train_loss:.4f}", val=f"{val:.4f}", samples_s=f"{count / dt:,.0f}"
+            )
             self.save_checkpoint()
             if self.bad_epochs >= self.cfg.patience:
                 logger.info("early stop after %d epochs without improvement", self.bad_epochs)
@@ -469,7 +533,9 @@ def policy_driver(policy: BCPolicy) -> Any:
     return lambda obs, sim: policy.act(obs)
 
 
-def dagger_round(trainer: _Trainer, round_idx: int, expert: Expert) -> tuple[np.ndarray, np.ndarray]:
+def dagger_round(
+    trainer: _Trainer, round_idx: int, expert: Expert
+) -> tuple[np.ndarray, np.ndarray]:
     """Drive ``dagger_episodes`` fresh tracks with the current policy; return the visited
     observations and the expert's labels for them (the states the policy actually reaches)."""
     cfg, env_config = trainer.cfg, trainer.data.env_config
@@ -497,7 +563,6 @@ def dagger_round(trainer: _Trainer, round_idx: int, expert: Expert) -> tuple[np.
 def _write_dagger_dataset(trainer: _Trainer, out: Path) -> None:
     """The aggregated training set (demonstrations + DAgger labels) as a LeRobot dataset."""
     data = trainer.data
-    n_demo = len(data.obs)
     extra = len(trainer.extra_obs)
     # DAgger frames are stored as one extra episode per round's concatenation: keep it simple
     # and honest by giving them their own episode index after the demonstrations.
@@ -526,7 +591,9 @@ def _prepare_output(cfg: BCConfig) -> Path:
             raise FileNotFoundError(f"--resume: {ckpt} not found; start a new run without --resume")
     elif out.exists() and any(out.iterdir()):
         if not cfg.overwrite:
-            raise FileExistsError(f"{out} exists; pass --resume to continue it, --overwrite, or another --output")
+            raise FileExistsError(
+                f"{out} exists; pass --resume to continue it, --overwrite, or another --output"
+            )
         for name in ("checkpoint.pt", "bc_policy.pt", "train_log.csv", "eval.json"):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -537,7 +604,9 @@ def train_bc(cfg: BCConfig, *, argv: list[str] | None = None, progress: bool = T
     """Train, DAgger, evaluate and export; see the module docstring for the outputs."""
     data = load_bc_data(cfg)  # validates the input before anything is written
     if cfg.dagger_rounds and data.env_config is None:
-        raise ValueError(f"--dagger-rounds needs rlkit racing data ({cfg.data} has no meta/rlkit_env.json)")
+        raise ValueError(
+            f"--dagger-rounds needs rlkit racing data ({cfg.data} has no meta/rlkit_env.json)"
+        )
     out = _prepare_output(cfg)
     save_run_config(cfg, out, section="bc", argv=argv)
     device = resolve_device(cfg.device)

@@ -38,7 +38,10 @@ class EvalResult:
     mean_laps: float
 
     def to_dict(self) -> dict[str, float]:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+        return {
+            k: (None if isinstance(v, float) and math.isnan(v) else v)
+            for k, v in asdict(self).items()
+        }
 
 
 def expert_driver(expert: Expert | None = None) -> Driver:

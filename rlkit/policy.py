@@ -69,8 +69,14 @@ class BCPolicy(nn.Module):
         act_high: np.ndarray | None = None,
     ) -> None:
         super().__init__()
-        self.obs_dim, self.act_dim, self.hidden = int(obs_dim), int(act_dim), [int(h) for h in hidden]
-        self.net = nn.Sequential(*create_mlp(obs_dim, act_dim, self.hidden, nn.Tanh, squash_output=True))
+        self.obs_dim, self.act_dim, self.hidden = (
+            int(obs_dim),
+            int(act_dim),
+            [int(h) for h in hidden],
+        )
+        self.net = nn.Sequential(
+            *create_mlp(obs_dim, act_dim, self.hidden, nn.Tanh, squash_output=True)
+        )
 
         def buf(value: np.ndarray | None, fill: float, size: int) -> torch.Tensor:
             arr = np.full(size, fill) if value is None else np.asarray(value, dtype=np.float64)
@@ -96,7 +102,8 @@ class BCPolicy(nn.Module):
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Real actions ``(B, act_dim)`` for a batch of raw observations (numpy in, numpy out)."""
         device = self.obs_mean.device
-        a = self(torch.as_tensor(np.asarray(obs, dtype=np.float32), device=device)).cpu().numpy()
+        x = torch.tensor(np.asarray(obs, dtype=np.float32), device=device)  # copy: may be read-only
+        a = self(x).cpu().numpy()
         low, high = self.act_low.cpu().numpy(), self.act_high.cpu().numpy()
         return low + (a + 1.0) * 0.5 * (high - low)
 
@@ -111,7 +118,9 @@ class BCPolicy(nn.Module):
         with torch.no_grad():
             inv = 1.0 / self.obs_std.cpu().double()
             w = first.weight.double()
-            first.bias.copy_((first.bias.double() - w @ (self.obs_mean.cpu().double() * inv)).float())
+            first.bias.copy_(
+                (first.bias.double() - w @ (self.obs_mean.cpu().double() * inv)).float()
+            )
             first.weight.copy_((w * inv[None, :]).float())
         return net
 
@@ -120,7 +129,9 @@ class BCPolicy(nn.Module):
 
     def save(self, path: str | Path, **extra: Any) -> None:
         """Write ``{spec, state_dict, **extra}`` atomically."""
-        _atomic_torch_save({"spec": self.spec(), "state_dict": self.state_dict(), **extra}, Path(path))
+        _atomic_torch_save(
+            {"spec": self.spec(), "state_dict": self.state_dict(), **extra}, Path(path)
+        )
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> BCPolicy:
@@ -136,7 +147,9 @@ class BCPolicy(nn.Module):
 
 
 # ------------------------------------------------------------------ SB3 export
-def policy_kwargs_for(algo: str, hidden: list[int], act_dim: int, init_std: float) -> dict[str, Any]:
+def policy_kwargs_for(
+    algo: str, hidden: list[int], act_dim: int, init_std: float
+) -> dict[str, Any]:
     """``policy_kwargs`` of the SB3 model a BC export loads into (JSON-safe; see build)."""
     if algo == "ppo":
         return {
@@ -245,7 +258,9 @@ def read_export_meta(export_dir: str | Path) -> dict[str, Any]:
     """``bc_export.json`` of a BC output folder, with a clear error when it is not one."""
     path = Path(export_dir) / EXPORT_META
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {export_dir} is not a train_bc.py output folder")
+        raise FileNotFoundError(
+            f"{path} not found: {export_dir} is not a train_bc.py output folder"
+        )
     meta = json.loads(path.read_text())
     if meta.get("format") != "rlkit-bc-export-v1":
         raise ValueError(f"{path}: unknown export format {meta.get('format')!r}")
@@ -262,7 +277,9 @@ def load_bc_into(model: Any, export_dir: str | Path) -> None:
     meta = read_export_meta(export_dir)
     algo = type(model).__name__.lower()
     if algo not in meta["files"]:
-        raise ValueError(f"{export_dir} has no export for {algo.upper()} (has {sorted(meta['files'])})")
+        raise ValueError(
+            f"{export_dir} has no export for {algo.upper()} (has {sorted(meta['files'])})"
+        )
     obs_dim = int(np.prod(model.observation_space.shape))
     act_dim = int(np.prod(model.action_space.shape))
     if (obs_dim, act_dim) != (meta["obs_dim"], meta["act_dim"]):
@@ -271,11 +288,13 @@ def load_bc_into(model: Any, export_dir: str | Path) -> None:
             f"size {meta['act_dim']}, the model has {obs_dim} and {act_dim}; train BC on data "
             "from the same env configuration"
         )
-    saved = _policy_class(algo).load(str(Path(export_dir) / meta["files"][algo]), device=model.device)
+    saved = _policy_class(algo).load(
+        str(Path(export_dir) / meta["files"][algo]), device=model.device
+    )
     try:
         model.policy.load_state_dict(saved.state_dict())
     except RuntimeError as e:
         raise ValueError(
-            f"{export_dir}: the {algo.upper()} model's network differs from the export; build it with "
-            f"policy_kwargs={meta['policy_kwargs'][algo]} ({e})"
+            f"{export_dir}: the {algo.upper()} model's network differs from the export; build "
+            f"it with policy_kwargs={meta['policy_kwargs'][algo]} ({e})"
         ) from e
