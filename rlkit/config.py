@@ -644,6 +644,7 @@ def save_run_config(
 TOOLS: dict[str, str] = {
     "collect": "rlkit.collect:CollectConfig",
     "bc": "rlkit.bc:BCConfig",
+    "rl": "rlkit.rl:RLConfig",
 }
 
 #: Order of the sections in config.yml and the script each belongs to.

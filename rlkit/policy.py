@@ -193,6 +193,7 @@ def export_sb3(
     observation_space: spaces.Box,
     init_std: float = 0.1,
     algos: tuple[str, ...] = ALGOS,
+    env_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Save the BC policy as SB3 policies ``policy_{algo}.zip`` plus ``bc_export.json``.
 
@@ -202,6 +203,8 @@ def export_sb3(
         observation_space: the env's observation space (raw observations).
         init_std: initial action standard deviation of the stochastic policies (PPO, SAC).
         algos: which exports to write.
+        env_config: the racing env configuration the data came from (``RacingConfig.to_dict``),
+            so RL builds the same observation; None for other datasets.
 
     Returns:
         The export metadata (also written as ``bc_export.json``).
@@ -221,6 +224,7 @@ def export_sb3(
         "init_std": init_std,
         "act_low": policy.act_low.tolist(),
         "act_high": policy.act_high.tolist(),
+        "env_config": env_config,
         "policy_kwargs": {},
         "files": {},
     }

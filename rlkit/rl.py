@@ -1,0 +1,700 @@
+"""RL fine-tuning with Stable-Baselines3 on the racing env, warm-started from BC.
+
+Pipeline::
+
+    env   --vec batched : RacingVecEnv(N cars, one process)          (default)
+          --vec subproc : SubprocVecEnv of N RacingEnv processes     (the seeds' setup)
+          --vec dummy   : DummyVecEnv of N RacingEnv
+    model SAC | PPO | TD3 ("MlpPolicy"), network as the BC export when --init-from is given
+    warm start: BC actor weights + small std (--init-from), demonstrations in the replay
+          buffer (--demos), critic warm-up with the actor frozen (--critic-warmup steps)
+    learn: callbacks count *environment* steps (not vector steps):
+          checkpoints (model + replay buffer, atomic, newest kept), evaluation on held-out
+          tracks (best model kept), TensorBoard (--tensorboard), progress bar
+    outputs: eval.json (RL vs BC vs expert on the same tracks), learning_curve.csv/.png,
+          final_model.zip, best_model.zip, checkpoints/, config.resolved.yml, command.txt
+
+A run killed at any moment (even SIGKILL) resumes with ``--resume`` from its newest
+complete checkpoint: every file is written under a temporary name and renamed, and a
+checkpoint only counts once its ``done`` marker exists.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO, SAC, TD3
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.noise import NormalActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+from rlkit.config import save_run_config
+from rlkit.envs.expert import Expert
+from rlkit.envs.racing import RacingEnv
+from rlkit.envs.sim import RacingConfig
+from rlkit.envs.vec_env import RacingVecEnv
+from rlkit.evaluate import EvalResult, evaluate, expert_driver, format_eval_table
+from rlkit.policy import BCPolicy, build_policy_kwargs, load_bc_into, read_export_meta
+from rlkit.utils import default_workers
+
+__all__ = ["RLConfig", "RLResult", "train_rl", "evaluate_model"]
+
+logger = logging.getLogger(__name__)
+
+ALGOS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO, "td3": TD3}
+
+
+@dataclass
+class RLConfig:
+    """Options of ``train_rl.py`` (section ``rl`` of config.yml)."""
+
+    algo: Literal["sac", "ppo", "td3"] = field(
+        default="sac", metadata={"help": "SB3 algorithm (default: fastest to the expert's return)"}
+    )
+    vec: Literal["batched", "subproc", "dummy"] = field(
+        default="batched",
+        metadata={"help": "batched: RacingVecEnv in one process; subproc/dummy: SB3 vec envs"},
+    )
+    envs: int | None = field(
+        default=None,
+        metadata={"help": "parallel envs (default: cores - 1, min 2, cap 8; batched may use more)"},
+    )
+    timesteps: int = field(default=500_000, metadata={"help": "environment steps to train"})
+    batch_size: int = field(default=256, metadata={"help": "SGD minibatch size"})
+    lr: float = field(default=3e-4, metadata={"help": "learning rate"})
+    gradient_steps: int | None = field(
+        default=None,
+        metadata={"help": "off-policy: gradient steps per update (default: one per env step)"},
+    )
+    train_freq: int = field(
+        default=1, metadata={"help": "off-policy: update every this many vector steps"}
+    )
+    buffer_size: int = field(default=300_000, metadata={"help": "off-policy replay buffer size"})
+    learning_starts: int | None = field(
+        default=None,
+        metadata={"help": "env steps before updates (default: 0 with --init-from, else 5000)"},
+    )
+    n_steps: int = field(default=256, metadata={"help": "PPO: steps per env per rollout"})
+    critic_warmup: int = field(
+        default=5000,
+        metadata={"help": "with --init-from: env steps with the actor frozen while critics learn"},
+    )
+    init_from: str | None = field(
+        default=None, metadata={"help": "train_bc.py output folder to warm-start the actor from"}
+    )
+    demos: str | None = field(
+        default=None, metadata={"help": "LeRobot demonstrations to pre-fill the replay buffer"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed for envs, networks and evaluation"})
+    output: str = field(default="runs/rl", metadata={"help": "output folder"})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "device"})
+    threads: int = field(
+        default=1, metadata={"help": "torch CPU threads (1: measured fastest for these MLPs)"}
+    )
+    checkpoint_every: int = field(
+        default=50_000, metadata={"help": "env steps between checkpoints (0: none)"}
+    )
+    eval_every: int = field(default=25_000, metadata={"help": "env steps between evaluations"})
+    eval_episodes: int = field(default=20, metadata={"help": "held-out tracks per evaluation"})
+    tensorboard: str | None = field(
+        default=None, metadata={"help": "TensorBoard log folder (needs pip install tensorboard)"}
+    )
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing --output run"})
+    eval_only: str | None = field(
+        default=None, metadata={"help": "evaluate this saved model (.zip) and exit"}
+    )
+    video: str | None = field(
+        default=None, metadata={"help": "write a top-down video of the policy (.gif or .mp4)"}
+    )
+    max_episode_steps: int = field(default=1000, metadata={"help": "episode length in steps"})
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.envs is None or self.envs >= 1, f"envs must be >= 1, got {self.envs}"),
+            (self.timesteps >= 1, f"timesteps must be >= 1, got {self.timesteps}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.train_freq >= 1, f"train_freq must be >= 1, got {self.train_freq}"),
+            (
+                self.checkpoint_every >= 0,
+                f"checkpoint_every must be >= 0, got {self.checkpoint_every}",
+            ),
+            (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
+            (self.eval_episodes >= 1, f"eval_episodes must be >= 1, got {self.eval_episodes}"),
+            (self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
+            (self.critic_warmup >= 0, f"critic_warmup must be >= 0, got {self.critic_warmup}"),
+            (not (self.resume and self.overwrite), "pass either --resume or --overwrite, not both"),
+            (
+                self.video is None or self.video.endswith((".gif", ".mp4")),
+                f"video must end in .gif or .mp4, got {self.video!r}",
+            ),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+    @property
+    def num_envs(self) -> int:
+        return default_workers("rl") if self.envs is None else self.envs
+
+
+# ------------------------------------------------------------------ environments
+def make_vec_env(cfg: RLConfig, env_config: RacingConfig) -> VecEnv:
+    """The training VecEnv; car/env ``i`` is seeded with ``seed + i``."""
+    n = cfg.num_envs
+    if cfg.vec == "batched":
+        return RacingVecEnv(n, config=env_config, seed=cfg.seed)
+
+    def factory(i: int):
+        def make() -> Monitor:
+            return Monitor(RacingEnv(config=env_config))
+
+        return make
+
+    fns = [factory(i) for i in range(n)]
+    env = (
+        SubprocVecEnv(fns, start_method="forkserver") if cfg.vec == "subproc" else DummyVecEnv(fns)
+    )
+    env.seed(cfg.seed)
+    return env
+
+
+# ------------------------------------------------------------------ checkpoints
+def _atomic_save_model(model: BaseAlgorithm, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.zip")
+    model.save(str(tmp))
+    os.replace(tmp, path)
+
+
+def _atomic_save_buffer(model: OffPolicyAlgorithm, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.pkl")
+    model.save_replay_buffer(str(tmp))
+    os.replace(tmp, path)
+
+
+def newest_checkpoint(out: Path) -> Path | None:
+    """The newest *complete* checkpoint folder (its ``done`` marker exists)."""
+    root = out / "checkpoints"
+    if not root.is_dir():
+        return None
+    done = [p for p in root.glob("step_*") if (p / "done").is_file()]
+    return max(done, key=lambda p: int(p.name.split("_")[1]), default=None)
+
+
+class CheckpointEvery(BaseCallback):
+    """Checkpoint every ``every`` *environment* steps (checked at rollout ends): model, replay
+    buffer, then a ``done`` marker; older checkpoints are removed once a newer one is complete
+    (the ``keep`` newest stay)."""
+
+    def __init__(self, out: Path, every: int, keep: int = 2) -> None:
+        super().__init__()
+        self.out, self.every, self.keep = out / "checkpoints", every, keep
+        self.next_at = 0
+
+    def _on_training_start(self) -> None:
+        self.next_at = (self.num_timesteps // self.every + 1) * self.every
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        # At the end of a rollout the step's transitions are in the replay buffer (during
+        # _on_step they are not yet), so model and buffer are consistent.
+        if self.num_timesteps >= self.next_at:
+            self.save()
+            while self.next_at <= self.num_timesteps:
+                self.next_at += self.every
+
+    def save(self) -> Path:
+        folder = self.out / f"step_{self.num_timesteps}"
+        if (folder / "done").is_file():
+            return folder
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_save_model(self.model, folder / "model.zip")
+        if isinstance(self.model, OffPolicyAlgorithm):
+            _atomic_save_buffer(self.model, folder / "replay_buffer.pkl")
+        algo = type(self.model).__name__.lower()
+        (folder / "done").write_text(json.dumps({"env_steps": self.num_timesteps, "algo": algo}))
+        complete = sorted(
+            (p for p in self.out.glob("step_*") if (p / "done").is_file()),
+            key=lambda p: int(p.name.split("_")[1]),
+        )
+        for old in complete[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return folder
+
+
+class EvalEvery(BaseCallback):
+    """Evaluate the deterministic policy on held-out tracks every ``every`` env steps; log
+    to TensorBoard and ``learning_curve.csv``; keep ``best_model.zip``."""
+
+    def __init__(
+        self, out: Path, every: int, env_config: RacingConfig, episodes: int, seed: int, t0: float
+    ) -> None:
+        super().__init__()
+        self.out, self.every, self.env_config = out, every, env_config
+        self.episodes, self.seed = episodes, seed
+        self.wall0 = t0
+        self.next_at = 0
+        self.best = -math.inf
+        self.curve = out / "learning_curve.csv"
+
+    def _on_training_start(self) -> None:
+        self.next_at = (
+            (self.num_timesteps // self.every + 1) * self.every if self.num_timesteps else 0
+        )
+        if self.curve.is_file():
+            rows = list(csv.DictReader(self.curve.open()))
+            self.best = max((float(r["mean_return"]) for r in rows), default=-math.inf)
+        if self.next_at == 0:
+            self.run_eval()  # the starting point (BC or random)
+            self.next_at = self.every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.next_at:
+            self.run_eval()
+            while self.next_at <= self.num_timesteps:
+                self.next_at += self.every
+        return True
+
+    def run_eval(self) -> EvalResult:
+        res = evaluate_model(self.model, self.env_config, self.episodes, self.seed)
+        self.logger.record("eval/mean_return", res.mean_return)
+        self.logger.record("eval/lap_rate", res.lap_rate)
+        if not math.isnan(res.mean_lap_time):
+            self.logger.record("eval/lap_time", res.mean_lap_time)
+        new = not self.curve.is_file()
+        with self.curve.open("a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(
+                    ["env_steps", "wall_s", "mean_return", "lap_rate", "lap_time", "crash_rate"]
+                )
+            w.writerow(
+                [
+                    self.num_timesteps,
+                    f"{time.perf_counter() - self.wall0:.2f}",
+                    f"{res.mean_return:.3f}",
+                    f"{res.lap_rate:.4f}",
+                    "" if math.isnan(res.mean_lap_time) else f"{res.mean_lap_time:.3f}",
+                    f"{res.crash_rate:.4f}",
+                ]
+            )
+        if res.mean_return > self.best:
+            self.best = res.mean_return
+            _atomic_save_model(self.model, self.out / "best_model.zip")
+        return res
+
+
+class CriticWarmup(BaseCallback):
+    """Keep the actor frozen for the first ``steps`` env steps, so the randomly initialised
+    critics (SAC/TD3) or value head (PPO) learn the BC policy's values before they steer it:
+    the well-known collapse right after switching from BC to RL is the actor following a
+    random critic. Frozen = ``requires_grad`` off (SB3 resets learning rates every update,
+    so a zero learning rate would not stick); the optimiser skips parameters without grads.
+    """
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+        self.frozen = False
+
+    def _actor_parameters(self) -> list[torch.nn.Parameter]:
+        model = self.model
+        if isinstance(model, PPO):
+            pol = model.policy
+            return [
+                *pol.mlp_extractor.policy_net.parameters(),
+                *pol.action_net.parameters(),
+                pol.log_std,
+            ]
+        return list(model.actor.parameters())
+
+    def _set(self, trainable: bool) -> None:
+        for p in self._actor_parameters():
+            p.requires_grad_(trainable)
+        self.frozen = not trainable
+
+    def _on_training_start(self) -> None:
+        if self.num_timesteps < self.steps:
+            self._set(False)
+
+    def _on_step(self) -> bool:
+        if self.frozen and self.num_timesteps >= self.steps:
+            self._set(True)
+            logger.info("critic warm-up done at %d env steps: actor unfrozen", self.num_timesteps)
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.frozen:
+            self._set(True)  # saved models must be trainable
+
+
+# ------------------------------------------------------------------ evaluation
+def model_driver(model: BaseAlgorithm):
+    return lambda obs, sim: model.predict(obs, deterministic=True)[0]
+
+
+def evaluate_model(
+    model: BaseAlgorithm, env_config: RacingConfig, episodes: int, seed: int
+) -> EvalResult:
+    return evaluate(model_driver(model), env_config, episodes, seed)
+
+
+# ------------------------------------------------------------------ training
+@dataclass
+class RLResult:
+    output: Path
+    timesteps: int
+    wall_s: float
+    steps_per_s: float
+    eval: dict[str, EvalResult] = field(default_factory=dict)
+
+
+def _build_model(
+    cfg: RLConfig, env: VecEnv, bc_meta: dict[str, Any] | None, device: str
+) -> BaseAlgorithm:
+    cls = ALGOS[cfg.algo]
+    kwargs: dict[str, Any] = {
+        "learning_rate": cfg.lr,
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "device": device,
+        "verbose": 0,
+        "tensorboard_log": cfg.tensorboard,
+    }
+    if bc_meta is not None:
+        kwargs["policy_kwargs"] = build_policy_kwargs(bc_meta["policy_kwargs"][cfg.algo])
+    if cfg.algo in ("sac", "td3"):
+        n = env.num_envs
+        kwargs.update(
+            buffer_size=cfg.buffer_size,
+            train_freq=cfg.train_freq,
+            # With N envs SB3 collects N transitions per vector step: keep one gradient step
+            # per transition unless told otherwise (an explicit update-to-data ratio).
+            gradient_steps=cfg.gradient_steps or n * cfg.train_freq,
+            learning_starts=cfg.learning_starts
+            if cfg.learning_starts is not None
+            else (0 if bc_meta else 5000),
+        )
+        if cfg.algo == "sac" and bc_meta is not None:
+            # Start from the BC policy's small std; let the entropy coefficient adapt from low.
+            kwargs["ent_coef"] = "auto_0.01"
+        if cfg.algo == "td3":
+            kwargs["action_noise"] = NormalActionNoise(np.zeros(2), 0.1 * np.ones(2))
+    else:
+        kwargs.update(n_steps=cfg.n_steps, batch_size=cfg.batch_size)
+    return cls("MlpPolicy", env, **kwargs)
+
+
+def _prefill_demos(model: OffPolicyAlgorithm, demos: str, env_config: RacingConfig) -> int:
+    """Write the demonstration transitions into the replay buffer; returns how many.
+
+    SB3's buffer stores ``(position, env)`` slots; the transitions fill whole positions
+    (``n_envs`` at a time) in one vectorised copy. The last frame of each episode is terminal
+    when the episode ended early (the car left the track) and a time-limit truncation when it
+    ran ``max_episode_steps`` (then its value is bootstrapped, as SB3 does for timeouts).
+    """
+    from rlkit.lerobot import LeRobotDataset
+
+    cols = LeRobotDataset(demos).load_columns(
+        ["observation.state", "action", "next.reward", "episode_index"]
+    )
+    obs, act = cols["observation.state"], cols["action"]
+    if obs.shape[1] != model.observation_space.shape[0] or act.shape[1] != 2:
+        raise ValueError(
+            f"--demos {demos}: observations of size {obs.shape[1]} and actions of size "
+            f"{act.shape[1]} do not match the env ({model.observation_space.shape[0]}, 2)"
+        )
+    ep = cols["episode_index"]
+    last = np.append(ep[1:] != ep[:-1], True)
+    lengths = np.unique(ep, return_counts=True)[1]
+    ep_len = np.repeat(lengths, lengths)  # LeRobot stores episodes contiguously, in order
+    truncated = last & (ep_len >= env_config.max_episode_steps)
+    next_obs = np.concatenate([obs[1:], obs[-1:]])  # the next frame (unused after a crash)
+    buf = model.replay_buffer
+    n_envs = buf.n_envs
+    k = min(len(obs) // n_envs, buf.buffer_size - 1)
+    m = k * n_envs
+
+    def grid(x: np.ndarray) -> np.ndarray:
+        return x[:m].reshape(k, n_envs, *x.shape[1:])
+
+    buf.observations[:k] = grid(obs)
+    buf.next_observations[:k] = grid(next_obs)
+    buf.actions[:k] = grid(act)
+    buf.rewards[:k] = grid(cols["next.reward"])
+    buf.dones[:k] = grid(last.astype(np.float32))
+    buf.timeouts[:k] = grid(truncated.astype(np.float32))
+    buf.pos, buf.full = k, False
+    return m
+
+
+def _prepare_output(cfg: RLConfig) -> Path:
+    out = Path(cfg.output)
+    if cfg.resume:
+        if newest_checkpoint(out) is None:
+            raise FileNotFoundError(
+                f"--resume: no complete checkpoint in {out}/checkpoints; start without --resume"
+            )
+    elif out.exists() and any(out.iterdir()):
+        if not cfg.overwrite:
+            raise FileExistsError(
+                f"{out} exists; pass --resume to continue it, --overwrite, or another --output"
+            )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _trim_curve(curve: Path, step: int) -> None:
+    """Drop evaluations made after ``step`` (work lost with the interrupted run)."""
+    if not curve.is_file():
+        return
+    rows = list(csv.reader(curve.open()))
+    kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= step]
+    tmp = curve.with_name(f".{curve.name}.tmp-{os.getpid()}")
+    with tmp.open("w", newline="") as f:
+        csv.writer(f).writerows(kept)
+    os.replace(tmp, curve)
+
+
+def _env_config(cfg: RLConfig, bc_meta: dict[str, Any] | None) -> RacingConfig:
+    if bc_meta is not None and bc_meta.get("env_config"):
+        base = RacingConfig.from_dict(bc_meta["env_config"])
+    else:
+        base = RacingConfig()
+    import dataclasses
+
+    return dataclasses.replace(base, max_episode_steps=cfg.max_episode_steps)
+
+
+def train_rl(cfg: RLConfig, *, argv: list[str] | None = None, progress: bool = True) -> RLResult:
+    """Train (or resume) an SB3 agent; see the module docstring for the outputs."""
+    if cfg.tensorboard:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError as e:
+            raise ImportError("--tensorboard needs TensorBoard: pip install tensorboard") from e
+    bc_meta = read_export_meta(cfg.init_from) if cfg.init_from else None
+    env_config = _env_config(cfg, bc_meta)
+    out = _prepare_output(cfg)
+    save_run_config(cfg, out, section="rl", argv=argv)
+    torch.set_num_threads(cfg.threads)
+    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device
+    device = "cpu" if device == "auto" else device
+    env = make_vec_env(cfg, env_config)
+    t0 = time.perf_counter()
+    try:
+        ckpt = newest_checkpoint(out) if cfg.resume else None
+        if ckpt is not None:
+            done = json.loads((ckpt / "done").read_text())
+            if done["algo"] != cfg.algo:
+                raise ValueError(
+                    f"{ckpt}: checkpoint made by {done['algo'].upper()}, not {cfg.algo.upper()}; "
+                    f"resume with --algo {done['algo']} or start a new --output"
+                )
+            _trim_curve(out / "learning_curve.csv", done["env_steps"])
+            model = ALGOS[cfg.algo].load(str(ckpt / "model.zip"), env=env, device=device)
+            if isinstance(model, OffPolicyAlgorithm) and (ckpt / "replay_buffer.pkl").is_file():
+                model.load_replay_buffer(str(ckpt / "replay_buffer.pkl"))
+            logger.info("resumed from %s at %d env steps", ckpt, model.num_timesteps)
+        else:
+            model = _build_model(cfg, env, bc_meta, device)
+            if cfg.init_from:
+                load_bc_into(model, cfg.init_from)
+            if cfg.demos and isinstance(model, OffPolicyAlgorithm):
+                logger.info(
+                    "replay buffer pre-filled with %d demo transitions",
+                    _prefill_demos(model, cfg.demos, env_config),
+                )
+        callbacks: list[BaseCallback] = [
+            EvalEvery(
+                out, cfg.eval_every or cfg.timesteps, env_config, cfg.eval_episodes, cfg.seed, t0
+            )
+        ]
+        if cfg.checkpoint_every:
+            callbacks.append(CheckpointEvery(out, cfg.checkpoint_every))
+        if cfg.init_from and cfg.critic_warmup:
+            callbacks.append(CriticWarmup(cfg.critic_warmup))
+        start_steps = model.num_timesteps
+        remaining = max(0, cfg.timesteps - start_steps)
+        if remaining:
+            model.learn(
+                total_timesteps=remaining,
+                callback=callbacks,
+                reset_num_timesteps=ckpt is None,
+                progress_bar=progress,
+                tb_log_name=cfg.algo,
+            )
+        wall = time.perf_counter() - t0
+        _atomic_save_model(model, out / "final_model.zip")
+        if cfg.checkpoint_every:
+            callbacks[1].save()  # type: ignore[attr-defined]
+    finally:
+        env.close()
+    result = RLResult(
+        out, int(model.num_timesteps), wall, (model.num_timesteps - start_steps) / max(wall, 1e-9)
+    )
+    result.eval = compare(model, env_config, cfg, out)
+    write_learning_curve_png(out, result.eval)
+    if cfg.video:
+        write_video(model, env_config, cfg.video, cfg.seed)
+    return result
+
+
+def compare(
+    model: BaseAlgorithm, env_config: RacingConfig, cfg: RLConfig, out: Path
+) -> dict[str, EvalResult]:
+    """RL (best model), BC and the expert on the same held-out tracks -> eval.json."""
+    best_path = out / "best_model.zip"
+    best = ALGOS[cfg.algo].load(str(best_path), device="cpu") if best_path.is_file() else model
+    rows = {"rl": evaluate_model(best, env_config, cfg.eval_episodes, cfg.seed)}
+    if cfg.init_from:
+        policy = BCPolicy.load(Path(cfg.init_from) / "bc_policy.pt")
+        rows["bc"] = evaluate(
+            lambda obs, sim: policy.act(obs), env_config, cfg.eval_episodes, cfg.seed
+        )
+    rows["expert"] = evaluate(expert_driver(Expert()), env_config, cfg.eval_episodes, cfg.seed)
+    payload = {
+        "episodes": cfg.eval_episodes,
+        "seed": cfg.seed,
+        **{k: v.to_dict() for k, v in rows.items()},
+    }
+    tmp = out / f".eval.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, out / "eval.json")
+    return rows
+
+
+def write_learning_curve_png(out: Path, rows: dict[str, EvalResult]) -> None:
+    """Eval return vs env steps and vs wall time, expert and BC as horizontal lines."""
+    curve = out / "learning_curve.csv"
+    if not curve.is_file():
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = list(csv.DictReader(curve.open()))
+    steps = [int(r["env_steps"]) for r in data]
+    wall = [float(r["wall_s"]) / 60 for r in data]
+    ret = [float(r["mean_return"]) for r in data]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, x, label in ((axes[0], steps, "environment steps"), (axes[1], wall, "wall time (min)")):
+        ax.plot(x, ret, marker="o", label="RL (eval)")
+        for name, style in (("expert", "--"), ("bc", ":")):
+            if name in rows:
+                ax.axhline(
+                    rows[name].mean_return,
+                    linestyle=style,
+                    color="gray" if name == "expert" else "tab:green",
+                    label=name,
+                )
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mean return on held-out tracks")
+    axes[0].legend()
+    fig.tight_layout()
+    tmp = out / f".learning_curve.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out / "learning_curve.png")
+
+
+def write_video(
+    model: BaseAlgorithm, env_config: RacingConfig, path: str, seed: int, size: int = 256
+) -> Path:
+    """Render the deterministic policy driving one held-out track, top-down."""
+    from gymnasium.utils import seeding
+
+    from rlkit.envs.render import render_frame
+    from rlkit.envs.sim import RacingSim
+    from rlkit.utils import episode_seed
+
+    sim = RacingSim(1, env_config)
+    sim.reset_car(0, seeding.np_random(episode_seed(seed, 0, "eval"))[0])
+    frames = [render_frame(sim, 0, size)]
+    for _ in range(env_config.max_episode_steps):
+        action, _ = model.predict(sim.observe(), deterministic=True)
+        _, term, trunc, _ = sim.step(action)
+        frames.append(render_frame(sim, 0, size))
+        if term[0] or trunc[0] or sim.laps[0] >= 1:
+            break
+    return save_video(frames, Path(path), fps=round(1 / env_config.dt))
+
+
+def save_video(frames: list[np.ndarray], path: Path, fps: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    if path.suffix == ".gif":
+        from PIL import Image
+
+        images = [Image.fromarray(f) for f in frames[::2]]  # 10 fps keeps the GIF small
+        images[0].save(
+            tmp, save_all=True, append_images=images[1:], duration=int(2000 / fps), loop=0
+        )
+    else:
+        try:
+            import av
+        except ImportError as e:
+            raise ImportError("--video .mp4 needs PyAV: pip install av (or use a .gif)") from e
+        with av.open(str(tmp), mode="w") as container:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
+            stream.pix_fmt = "yuv420p"
+            for f in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    os.replace(tmp, path)
+    return path
+
+
+def eval_only(cfg: RLConfig) -> dict[str, EvalResult]:
+    """``--eval-only MODEL``: evaluate a saved model (algorithm from --algo)."""
+    path = Path(cfg.eval_only or "")
+    if not path.is_file():
+        raise FileNotFoundError(f"--eval-only {path}: no such model file")
+    bc_meta = read_export_meta(cfg.init_from) if cfg.init_from else None
+    env_config = _env_config(cfg, bc_meta)
+    try:
+        model = ALGOS[cfg.algo].load(str(path), device="cpu")
+    except Exception as e:  # SB3 raises many kinds for a wrong/corrupt file
+        raise ValueError(
+            f"{path}: not a saved {cfg.algo.upper()} model ({type(e).__name__}: {e}); "
+            "pass the matching --algo"
+        ) from e
+    rows = {"rl": evaluate_model(model, env_config, cfg.eval_episodes, cfg.seed)}
+    rows["expert"] = evaluate(expert_driver(Expert()), env_config, cfg.eval_episodes, cfg.seed)
+    if cfg.video:
+        write_video(model, env_config, cfg.video, cfg.seed)
+    return rows
+
+
+def summary_text(result: RLResult) -> str:
+    lines = [
+        f"  output          {result.output}",
+        f"  env steps       {result.timesteps:,}  "
+        f"({result.steps_per_s:,.0f} env-steps/s, {result.wall_s:.1f} s)",
+        "",
+        format_eval_table(result.eval),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,283 @@
+"""RL fine-tuning: warm start, vec env kinds, checkpoints, resume (also after SIGKILL), outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rlkit.bc import BCConfig, train_bc
+from rlkit.cli.train_rl import main
+from rlkit.collect import CollectConfig, collect
+from rlkit.policy import BCPolicy
+from rlkit.rl import RLConfig, newest_checkpoint, train_rl
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {
+    "envs": 4,
+    "max_episode_steps": 100,
+    "eval_episodes": 2,
+    "batch_size": 64,
+    "buffer_size": 5000,
+}
+
+
+@pytest.fixture(scope="module")
+def bc_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rl")
+    demos = root / "demos"
+    collect(CollectConfig(episodes=4, workers=1, max_steps=100, output=str(demos)), progress=False)
+    bc = root / "bc"
+    train_bc(
+        BCConfig(data=str(demos), output=str(bc), epochs=3, hidden=[32, 32], eval_episodes=0),
+        progress=False,
+    )
+    return demos, bc
+
+
+def test_sac_from_bc_writes_every_output(bc_run, tmp_path):
+    demos, bc = bc_run
+    out = tmp_path / "sac"
+    cfg = RLConfig(
+        algo="sac",
+        timesteps=400,
+        init_from=str(bc),
+        demos=str(demos),
+        output=str(out),
+        eval_every=200,
+        checkpoint_every=200,
+        critic_warmup=100,
+        **SMALL,
+    )
+    res = train_rl(cfg, progress=False)
+    assert res.timesteps == 400
+    for name in (
+        "final_model.zip",
+        "best_model.zip",
+        "learning_curve.csv",
+        "learning_curve.png",
+        "eval.json",
+        "config.resolved.yml",
+        "command.txt",
+    ):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "eval.json").read_text())
+    assert set(report) >= {"rl", "bc", "expert"}
+    steps = [int(r["env_steps"]) for r in csv.DictReader((out / "learning_curve.csv").open())]
+    assert steps == [0, 200, 400]
+    ckpt = newest_checkpoint(out)
+    assert ckpt is not None and ckpt.name == "step_400"
+    assert (ckpt / "replay_buffer.pkl").is_file()
+
+
+def test_critic_warmup_keeps_the_bc_actor_frozen(bc_run, tmp_path):
+    from stable_baselines3 import SAC
+
+    demos, bc = bc_run
+    out = tmp_path / "frozen"
+    cfg = RLConfig(
+        algo="sac",
+        timesteps=200,
+        init_from=str(bc),
+        demos=str(demos),
+        output=str(out),
+        critic_warmup=10_000,
+        checkpoint_every=0,
+        eval_every=0,
+        **SMALL,
+    )
+    train_rl(cfg, progress=False)
+    model = SAC.load(str(out / "final_model.zip"), device="cpu")
+    obs = np.random.default_rng(0).uniform(0, 1, (16, 21)).astype(np.float32)
+    np.testing.assert_allclose(
+        model.predict(obs, deterministic=True)[0],
+        BCPolicy.load(bc / "bc_policy.pt").act(obs),
+        atol=2e-5,
+    )
+
+
+@pytest.mark.parametrize(("algo", "vec"), [("ppo", "dummy"), ("td3", "subproc")])
+def test_other_algorithms_and_vec_envs_train(bc_run, tmp_path, algo, vec):
+    _, bc = bc_run
+    out = tmp_path / algo
+    cfg = RLConfig(
+        algo=algo,
+        vec=vec,
+        timesteps=256,
+        n_steps=32,
+        init_from=str(bc),
+        output=str(out),
+        eval_every=0,
+        checkpoint_every=128,
+        **{**SMALL, "envs": 2},
+    )
+    res = train_rl(cfg, progress=False)
+    assert res.timesteps >= 256
+    assert (out / "final_model.zip").is_file() and newest_checkpoint(out) is not None
+
+
+def test_resume_continues_with_the_replay_buffer(bc_run, tmp_path):
+    from stable_baselines3 import SAC
+
+    _, bc = bc_run
+    out = tmp_path / "run"
+    base = {
+        "algo": "sac",
+        "init_from": str(bc),
+        "output": str(out),
+        "eval_every": 100,
+        "checkpoint_every": 100,
+        **SMALL,
+    }
+    train_rl(RLConfig(timesteps=200, **base), progress=False)
+    res = train_rl(RLConfig(timesteps=400, resume=True, **base), progress=False)
+    assert res.timesteps == 400
+    model = SAC.load(str(out / "final_model.zip"))
+    assert model.num_timesteps == 400
+    steps = [int(r["env_steps"]) for r in csv.DictReader((out / "learning_curve.csv").open())]
+    assert steps == sorted(set(steps)) and steps[-1] == 400
+    buf = newest_checkpoint(out) / "replay_buffer.pkl"
+    model.load_replay_buffer(str(buf))
+    assert model.replay_buffer.size() * 4 == 400  # 4 envs: every transition kept
+
+
+def test_sigkill_at_any_moment_resumes_from_the_last_checkpoint(bc_run, tmp_path):
+    _, bc = bc_run
+    out = tmp_path / "killed"
+    args = [
+        "--algo",
+        "sac",
+        "--init-from",
+        str(bc),
+        "--output",
+        str(out),
+        "--envs",
+        "4",
+        "--max-episode-steps",
+        "100",
+        "--eval-every",
+        "0",
+        "--eval-episodes",
+        "2",
+        "--checkpoint-every",
+        "200",
+        "--batch-size",
+        "64",
+        "--buffer-size",
+        "5000",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train_rl.py"), *args, "--timesteps", "100000"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 120
+        while newest_checkpoint(out) is None or int(newest_checkpoint(out).name[5:]) < 400:
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.2)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # Nothing half-written under a final name: every checkpoint folder is complete or ignored.
+    for folder in (out / "checkpoints").iterdir():
+        if (folder / "done").is_file():
+            assert (folder / "model.zip").is_file() and (folder / "replay_buffer.pkl").is_file()
+    step = int(newest_checkpoint(out).name[5:])
+    assert main([*args, "--timesteps", str(step + 200), "--resume"]) == 0
+    assert newest_checkpoint(out).name == f"step_{step + 200}"
+
+
+def test_eval_only_and_video(bc_run, tmp_path, capsys):
+    from PIL import Image
+
+    _, bc = bc_run
+    out = tmp_path / "run"
+    train_rl(
+        RLConfig(
+            algo="td3",
+            timesteps=64,
+            init_from=str(bc),
+            output=str(out),
+            eval_every=0,
+            checkpoint_every=0,
+            **SMALL,
+        ),
+        progress=False,
+    )
+    gif = tmp_path / "lap.gif"
+    argv = [
+        "--algo",
+        "td3",
+        "--eval-only",
+        str(out / "final_model.zip"),
+        "--eval-episodes",
+        "2",
+        "--max-episode-steps",
+        "60",
+        "--video",
+        str(gif),
+    ]
+    assert main(argv) == 0
+    assert "expert" in capsys.readouterr().out
+    with Image.open(gif) as im:
+        assert im.n_frames > 5 and im.size == (256, 256)
+    assert main([*argv[:1], "sac", *argv[2:]]) == 1  # a TD3 file is not a SAC model
+    assert "not a saved SAC model" in capsys.readouterr().err
+
+
+def test_bad_inputs(bc_run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--algo", "dqn"])
+    assert e.value.code == 2
+    assert main(["--init-from", str(tmp_path), "--output", str(tmp_path / "o")]) == 1
+    assert "not a train_bc.py output folder" in capsys.readouterr().err
+    assert main(["--resume", "--output", str(tmp_path / "none")]) == 1
+    assert "no complete checkpoint" in capsys.readouterr().err
+
+
+def test_checkpoint_from_another_algorithm_is_refused(bc_run, tmp_path, capsys):
+    _, bc = bc_run
+    out = tmp_path / "run"
+    train_rl(
+        RLConfig(
+            algo="sac",
+            timesteps=100,
+            init_from=str(bc),
+            output=str(out),
+            eval_every=0,
+            checkpoint_every=100,
+            **SMALL,
+        ),
+        progress=False,
+    )
+    argv = ["--algo", "ppo", "--resume", "--output", str(out), "--timesteps", "200"]
+    assert main(argv) == 1
+    assert "made by SAC" in capsys.readouterr().err
+
+
+def test_threads_setting_is_applied(bc_run, tmp_path):
+    _, bc = bc_run
+    train_rl(
+        RLConfig(
+            algo="td3",
+            timesteps=32,
+            init_from=str(bc),
+            output=str(tmp_path / "t"),
+            eval_every=0,
+            checkpoint_every=0,
+            threads=1,
+            **SMALL,
+        ),
+        progress=False,
+    )
+    assert torch.get_num_threads() == 1
