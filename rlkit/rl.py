@@ -56,6 +56,7 @@ __all__ = ["RLConfig", "RLResult", "train_rl", "evaluate_model"]
 logger = logging.getLogger(__name__)
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO, "td3": TD3}
+BATCHED_CARS = 16  # default car count of --vec batched (bench/bench_rl.py)
 
 
 @dataclass
@@ -63,7 +64,8 @@ class RLConfig:
     """Options of ``train_rl.py`` (section ``rl`` of config.yml)."""
 
     algo: Literal["sac", "ppo", "td3"] = field(
-        default="sac", metadata={"help": "SB3 algorithm (default: fastest to the expert's return)"}
+        default="ppo",
+        metadata={"help": "SB3 algorithm (PPO: measured fastest to the expert, bench/bench_rl.py)"},
     )
     vec: Literal["batched", "subproc", "dummy"] = field(
         default="batched",
@@ -71,7 +73,9 @@ class RLConfig:
     )
     envs: int | None = field(
         default=None,
-        metadata={"help": "parallel envs (default: cores - 1, min 2, cap 8; batched may use more)"},
+        metadata={
+            "help": "parallel envs (default: batched 16 cars; subproc/dummy: cores-1, min 2, cap 8)"
+        },
     )
     timesteps: int = field(default=500_000, metadata={"help": "environment steps to train"})
     batch_size: int = field(default=256, metadata={"help": "SGD minibatch size"})
@@ -122,6 +126,12 @@ class RLConfig:
         default=None, metadata={"help": "write a top-down video of the policy (.gif or .mp4)"}
     )
     max_episode_steps: int = field(default=1000, metadata={"help": "episode length in steps"})
+    max_minutes: float | None = field(
+        default=None,
+        metadata={
+            "help": "wall-clock budget: stop after this many minutes, then evaluate and save"
+        },
+    )
 
     def __post_init__(self) -> None:
         checks = [
@@ -140,6 +150,10 @@ class RLConfig:
             (self.critic_warmup >= 0, f"critic_warmup must be >= 0, got {self.critic_warmup}"),
             (not (self.resume and self.overwrite), "pass either --resume or --overwrite, not both"),
             (
+                self.max_minutes is None or self.max_minutes > 0,
+                f"max_minutes must be > 0, got {self.max_minutes}",
+            ),
+            (
                 self.video is None or self.video.endswith((".gif", ".mp4")),
                 f"video must end in .gif or .mp4, got {self.video!r}",
             ),
@@ -150,7 +164,10 @@ class RLConfig:
 
     @property
     def num_envs(self) -> int:
-        return default_workers("rl") if self.envs is None else self.envs
+        if self.envs is not None:
+            return self.envs
+        # One process steps all cars as arrays, so the car count is not bound to the cores.
+        return BATCHED_CARS if self.vec == "batched" else default_workers("rl")
 
 
 # ------------------------------------------------------------------ environments
@@ -345,6 +362,17 @@ class CriticWarmup(BaseCallback):
             self._set(True)  # saved models must be trainable
 
 
+class WallClockLimit(BaseCallback):
+    """Stop ``learn`` once ``seconds`` of wall time have passed since ``t0``."""
+
+    def __init__(self, t0: float, seconds: float) -> None:
+        super().__init__()
+        self.deadline = t0 + seconds
+
+    def _on_step(self) -> bool:
+        return time.perf_counter() < self.deadline
+
+
 # ------------------------------------------------------------------ evaluation
 def model_driver(model: BaseAlgorithm):
     return lambda obs, sim: model.predict(obs, deterministic=True)[0]
@@ -528,8 +556,11 @@ def train_rl(cfg: RLConfig, *, argv: list[str] | None = None, progress: bool = T
                 out, cfg.eval_every or cfg.timesteps, env_config, cfg.eval_episodes, cfg.seed, t0
             )
         ]
-        if cfg.checkpoint_every:
-            callbacks.append(CheckpointEvery(out, cfg.checkpoint_every))
+        checkpointer = CheckpointEvery(out, cfg.checkpoint_every) if cfg.checkpoint_every else None
+        if checkpointer is not None:
+            callbacks.append(checkpointer)
+        if cfg.max_minutes:
+            callbacks.append(WallClockLimit(t0, cfg.max_minutes * 60))
         if cfg.init_from and cfg.critic_warmup:
             callbacks.append(CriticWarmup(cfg.critic_warmup))
         start_steps = model.num_timesteps
@@ -544,8 +575,8 @@ def train_rl(cfg: RLConfig, *, argv: list[str] | None = None, progress: bool = T
             )
         wall = time.perf_counter() - t0
         _atomic_save_model(model, out / "final_model.zip")
-        if cfg.checkpoint_every:
-            callbacks[1].save()  # type: ignore[attr-defined]
+        if checkpointer is not None:
+            checkpointer.save()
     finally:
         env.close()
     result = RLResult(

@@ -1,0 +1,212 @@
+"""Benchmark: RL throughput per vectorisation, and time-to-expert from BC vs from scratch.
+
+1. Throughput: env-steps/s of ``model.learn`` for PPO and SAC with ``--vec subproc --envs 2``
+   (SB3's SubprocVecEnv, the seeds' setup) and ``--vec batched`` with 16 and 64 cars
+   (``RacingVecEnv``), each for ``--throughput-seconds`` of training after a warm-up.
+   SAC does one gradient step per environment step in every setting (same update-to-data
+   ratio), so its figure is dominated by the updates; PPO's by the environment.
+2. Quality and time: ``train_rl`` from the BC export (``--init-from``) and from scratch, for
+   ``--minutes`` each, evaluating every ``--eval-every`` env steps on held-out tracks. Reported:
+   wall time until the RL policy's mean return reaches the expert's, and until its mean lap
+   time beats the expert's (both on the same tracks).
+
+Usage::
+
+    python bench/bench_rl.py                      # ~35 min on 2 cores
+    python bench/bench_rl.py --quick              # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_env import machine_info  # noqa: E402
+
+from rlkit.bc import BCConfig, train_bc  # noqa: E402
+from rlkit.collect import CollectConfig, collect  # noqa: E402
+from rlkit.envs.sim import RacingConfig  # noqa: E402
+from rlkit.evaluate import evaluate, expert_driver  # noqa: E402
+from rlkit.rl import RLConfig, _build_model, make_vec_env, train_rl  # noqa: E402
+
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "bench_rl.json"
+
+
+def throughput(algo: str, vec: str, envs: int, seconds: float) -> dict[str, Any]:
+    """env-steps/s of model.learn over ``seconds`` (after a short warm-up)."""
+    import torch
+
+    torch.set_num_threads(1)
+    cfg = RLConfig(algo=algo, vec=vec, envs=envs, learning_starts=0, n_steps=128)
+    env = make_vec_env(cfg, RacingConfig())
+    try:
+        model = _build_model(cfg, env, None, "cpu")
+        model.learn(total_timesteps=envs * 256)  # warm-up: buffers, first rollouts
+        steps = 0
+        t0 = time.perf_counter()
+        chunk = max(envs * 128, 1024)
+        while time.perf_counter() - t0 < seconds:
+            model.learn(total_timesteps=chunk, reset_num_timesteps=False)
+            steps += chunk
+        dt = time.perf_counter() - t0
+    finally:
+        env.close()
+    return {
+        "algo": algo,
+        "vec": vec,
+        "envs": envs,
+        "env_steps": steps,
+        "seconds": dt,
+        "env_steps_per_s": steps / dt,
+    }
+
+
+def time_to_expert(curve: Path, expert_return: float, expert_lap: float) -> dict[str, Any]:
+    rows = list(csv.DictReader(curve.open()))
+    reach = next((r for r in rows if float(r["mean_return"]) >= expert_return), None)
+    faster = next(
+        (
+            r
+            for r in rows
+            if r["lap_time"] and float(r["lap_rate"]) >= 0.99 and float(r["lap_time"]) < expert_lap
+        ),
+        None,
+    )
+
+    def point(r: dict[str, str] | None) -> dict[str, float] | None:
+        return (
+            None if r is None else {"env_steps": int(r["env_steps"]), "wall_s": float(r["wall_s"])}
+        )
+
+    return {
+        "reach_expert_return": point(reach),
+        "beat_expert_lap_time": point(faster),
+        "curve": [{k: (float(v) if v else None) for k, v in r.items()} for r in rows],
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    p.add_argument("--algo", default="sac", choices=["sac", "ppo", "td3"], help="for part 2")
+    p.add_argument("--cars", type=int, default=16, help="batched cars for part 2")
+    p.add_argument("--minutes", type=float, default=None, help="budget per part-2 run (15)")
+    p.add_argument("--eval-every", type=int, default=None, help="env steps (10000)")
+    p.add_argument("--eval-episodes", type=int, default=None, help="held-out tracks (30)")
+    p.add_argument("--throughput-seconds", type=float, default=None, help="per setting (20)")
+    p.add_argument("--skip-scratch", action="store_true", help="only the run from BC")
+    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
+    args = p.parse_args()
+    minutes = args.minutes or (0.3 if args.quick else 15.0)
+    eval_every = args.eval_every or (500 if args.quick else 10_000)
+    eval_episodes = args.eval_episodes or (3 if args.quick else 30)
+    tp_seconds = args.throughput_seconds or (2.0 if args.quick else 20.0)
+    t_start = time.perf_counter()
+
+    settings = [
+        ("ppo", "subproc", 2),
+        ("ppo", "batched", 16),
+        ("ppo", "batched", 64),
+        ("sac", "subproc", 2),
+        ("sac", "batched", 16),
+        ("sac", "batched", 64),
+    ]
+    tp = []
+    for algo, vec, envs in settings:
+        print(f"throughput {algo} {vec} {envs} ...", file=sys.stderr)
+        tp.append(throughput(algo, vec, envs, tp_seconds))
+
+    runs: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="rlkit-bench-rl-") as td:
+        tmp = Path(td)
+        demos, bc = tmp / "demos", tmp / "bc"
+        n_demo = 10 if args.quick else 100
+        collect(CollectConfig(episodes=n_demo, output=str(demos)), progress=False)
+        train_bc(
+            BCConfig(
+                data=str(demos), output=str(bc), eval_episodes=0, epochs=3 if args.quick else 50
+            ),
+            progress=False,
+        )
+        env_config = RacingConfig()
+        expert = evaluate(expert_driver(), env_config, eval_episodes, seed=0)
+        starts = {"from_bc": {"init_from": str(bc), "demos": str(demos)}}
+        if not args.skip_scratch:
+            starts["from_scratch"] = {}
+        for name, extra in starts.items():
+            print(f"{name}: {args.algo}, {minutes} min ...", file=sys.stderr)
+            out = tmp / name
+            cfg = RLConfig(
+                algo=args.algo,
+                envs=args.cars,
+                timesteps=10**9,
+                output=str(out),
+                eval_every=eval_every,
+                eval_episodes=eval_episodes,
+                checkpoint_every=0,
+                max_minutes=minutes,
+                **extra,
+            )
+            train_rl(cfg, progress=False)
+            runs[name] = time_to_expert(
+                out / "learning_curve.csv", expert.mean_return, expert.mean_lap_time
+            )
+
+    print(f"\nRL throughput (model.learn, env-steps/s, {tp_seconds:.0f} s each, 1 torch thread)")
+    print(f"{'algo':<5} {'vec':<8} {'envs':>5} {'env-steps/s':>12}")
+    for r in tp:
+        print(f"{r['algo']:<5} {r['vec']:<8} {r['envs']:>5} {r['env_steps_per_s']:>12,.0f}")
+    print(
+        f"\nexpert on {eval_episodes} held-out tracks: return {expert.mean_return:.1f}, "
+        f"lap {expert.mean_lap_time:.2f} s"
+    )
+
+    def when(point: dict[str, float] | None) -> str:
+        return (
+            "never"
+            if point is None
+            else f"{point['wall_s']:.0f} s ({point['env_steps']:,.0f} steps)"
+        )
+
+    for name, r in runs.items():
+        best = max(r["curve"], key=lambda c: c["mean_return"])
+        print(
+            f"{name:<13} expert return reached: {when(r['reach_expert_return'])}; expert lap time "
+            f"beaten: {when(r['beat_expert_lap_time'])}; best return {best['mean_return']:.1f}"
+        )
+    report = {
+        "benchmark": "bench_rl",
+        "command": [sys.executable, *sys.argv],
+        "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wall_s": time.perf_counter() - t_start,
+        "machine": machine_info(),
+        "settings": {
+            "quick": args.quick,
+            "algo": args.algo,
+            "cars": args.cars,
+            "minutes": minutes,
+            "eval_every": eval_every,
+            "eval_episodes": eval_episodes,
+        },
+        "throughput": tp,
+        "expert": expert.to_dict(),
+        "runs": runs,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = args.output.with_name(f".{args.output.name}.tmp-{os.getpid()}")
+    tmp_out.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp_out, args.output)
+    print(f"\nwrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
