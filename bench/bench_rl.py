@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import os
 import sys
 import tempfile
 import time
@@ -29,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_env import machine_info  # noqa: E402
+from bench_env import machine_info, write_json  # noqa: E402
 
 from rlkit.bc import BCConfig, train_bc  # noqa: E402
 from rlkit.collect import CollectConfig, collect  # noqa: E402
@@ -200,10 +198,7 @@ def main() -> int:
         "expert": expert.to_dict(),
         "runs": runs,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.output.with_name(f".{args.output.name}.tmp-{os.getpid()}")
-    tmp_out.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp_out, args.output)
+    write_json(args.output, report)
     print(f"\nwrote {args.output}")
     return 0
 

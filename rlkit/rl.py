@@ -295,6 +295,7 @@ class EvalEvery(BaseCallback):
         self.logger.record("eval/lap_rate", res.lap_rate)
         if not math.isnan(res.mean_lap_time):
             self.logger.record("eval/lap_time", res.mean_lap_time)
+        self.logger.dump(step=self.num_timesteps)  # at this step, not at the next rollout end
         new = not self.curve.is_file()
         with self.curve.open("a", newline="") as f:
             w = csv.writer(f)
@@ -434,10 +435,12 @@ def _prefill_demos(model: OffPolicyAlgorithm, demos: str, env_config: RacingConf
     """Write the demonstration transitions into the replay buffer; returns how many.
 
     SB3's buffer stores ``(position, env)`` slots; the transitions fill whole positions
-    (``n_envs`` at a time) in one vectorised copy. The last frame of each episode is terminal
-    when the episode ended early (the car left the track) and a time-limit truncation when it
-    ran ``max_episode_steps`` (then its value is bootstrapped, as SB3 does for timeouts).
+    (``n_envs`` at a time) in one vectorised copy. The last frame of an episode that left the
+    track is terminal (its next observation is irrelevant). The last frame of an episode cut
+    by the time limit is dropped: its next observation was never recorded, and bootstrapping
+    from a wrong one would bias the critic.
     """
+    from rlkit.collect import load_env_config
     from rlkit.lerobot import LeRobotDataset
 
     cols = LeRobotDataset(demos).load_columns(
@@ -449,12 +452,14 @@ def _prefill_demos(model: OffPolicyAlgorithm, demos: str, env_config: RacingConf
             f"--demos {demos}: observations of size {obs.shape[1]} and actions of size "
             f"{act.shape[1]} do not match the env ({model.observation_space.shape[0]}, 2)"
         )
+    horizon = (load_env_config(demos) or env_config).max_episode_steps
     ep = cols["episode_index"]
     last = np.append(ep[1:] != ep[:-1], True)
     lengths = np.unique(ep, return_counts=True)[1]
     ep_len = np.repeat(lengths, lengths)  # LeRobot stores episodes contiguously, in order
-    truncated = last & (ep_len >= env_config.max_episode_steps)
-    next_obs = np.concatenate([obs[1:], obs[-1:]])  # the next frame (unused after a crash)
+    keep = ~(last & (ep_len >= horizon))
+    next_obs = np.concatenate([obs[1:], obs[-1:]])[keep]
+    obs, act, rew, last = obs[keep], act[keep], cols["next.reward"][keep], last[keep]
     buf = model.replay_buffer
     n_envs = buf.n_envs
     k = min(len(obs) // n_envs, buf.buffer_size - 1)
@@ -466,9 +471,9 @@ def _prefill_demos(model: OffPolicyAlgorithm, demos: str, env_config: RacingConf
     buf.observations[:k] = grid(obs)
     buf.next_observations[:k] = grid(next_obs)
     buf.actions[:k] = grid(act)
-    buf.rewards[:k] = grid(cols["next.reward"])
+    buf.rewards[:k] = grid(rew)
     buf.dones[:k] = grid(last.astype(np.float32))
-    buf.timeouts[:k] = grid(truncated.astype(np.float32))
+    buf.timeouts[:k] = 0.0
     buf.pos, buf.full = k, False
     return m
 

@@ -281,3 +281,51 @@ def test_threads_setting_is_applied(bc_run, tmp_path):
         progress=False,
     )
     assert torch.get_num_threads() == 1
+
+
+def test_demo_prefill_fills_the_replay_buffer_with_consistent_transitions(bc_run):
+    from stable_baselines3 import SAC
+
+    from rlkit.envs import RacingVecEnv
+    from rlkit.lerobot import LeRobotDataset
+    from rlkit.rl import _prefill_demos
+
+    demos, _ = bc_run
+    model = SAC("MlpPolicy", RacingVecEnv(4, max_episode_steps=100), buffer_size=1000, device="cpu")
+    n = _prefill_demos(model, str(demos), model.get_env().config)
+    cols = LeRobotDataset(demos).load_columns(["observation.state", "action", "episode_index"])
+    # 4 episodes of 100 steps, all cut by the time limit: their last frames are dropped.
+    assert n == 4 * 99 - (4 * 99) % 4 and model.replay_buffer.pos == n // 4
+    buf = model.replay_buffer
+    np.testing.assert_array_equal(buf.observations[0, 1], cols["observation.state"][1])
+    np.testing.assert_array_equal(buf.next_observations[0, 1], cols["observation.state"][2])
+    np.testing.assert_array_equal(buf.actions[0, 1], cols["action"][1])
+    assert buf.dones[: buf.pos].sum() == 0  # no crash in the demos, no fake terminals
+
+
+def test_tensorboard_curve_continues_across_resume(bc_run, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, bc = bc_run
+    tb, out = tmp_path / "tb", tmp_path / "run"
+    base = {
+        "algo": "ppo",
+        "n_steps": 32,
+        "init_from": str(bc),
+        "output": str(out),
+        "eval_every": 128,
+        "checkpoint_every": 128,
+        "tensorboard": str(tb),
+        **SMALL,
+    }
+    train_rl(RLConfig(timesteps=256, **base), progress=False)
+    train_rl(RLConfig(timesteps=512, resume=True, **base), progress=False)
+    runs = sorted(p.name for p in tb.iterdir())
+    assert runs == ["ppo_1"]  # one curve, not a new run per resume
+    steps = []
+    for events in sorted((tb / "ppo_1").iterdir()):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        steps += [s.step for s in acc.Scalars("eval/mean_return")]
+    assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 512
