@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_env import machine_info, write_json  # noqa: E402
+from bench_env import report_header, write_json  # noqa: E402
 
 from rlkit.bc import BCConfig, train_bc  # noqa: E402
 from rlkit.collect import CollectConfig, collect  # noqa: E402
@@ -146,11 +146,7 @@ def main() -> int:
         )
 
     report = {
-        "benchmark": "bench_bc",
-        "command": [sys.executable, *sys.argv],
-        "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "wall_s": time.perf_counter() - t_start,
-        "machine": machine_info(),
+        **report_header("bench_bc", t_start),
         "settings": {
             "quick": args.quick,
             "episodes": episodes,

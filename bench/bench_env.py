@@ -84,6 +84,17 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def report_header(name: str, t_start: float) -> dict[str, Any]:
+    """The fields every benchmark JSON starts with: name, command, time, wall, machine."""
+    return {
+        "benchmark": name,
+        "command": [sys.executable, *sys.argv],
+        "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wall_s": time.perf_counter() - t_start,
+        "machine": machine_info(),
+    }
+
+
 def _clean(x: Any) -> Any:
     """JSON-safe copy: NaN/inf become null, numpy scalars become Python numbers."""
     if isinstance(x, dict):

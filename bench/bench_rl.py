@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_env import machine_info, write_json  # noqa: E402
+from bench_env import report_header, write_json  # noqa: E402
 
 from rlkit.bc import BCConfig, train_bc  # noqa: E402
 from rlkit.collect import CollectConfig, collect  # noqa: E402
@@ -47,10 +47,12 @@ def throughput(algo: str, vec: str, envs: int, seconds: float) -> dict[str, Any]
     env = make_vec_env(cfg, RacingConfig())
     try:
         model = _build_model(cfg, env, None, "cpu")
-        model.learn(total_timesteps=envs * 256)  # warm-up: buffers, first rollouts
+        # PPO learns in rollouts of n_steps per env; SAC (one gradient step per env step,
+        # ~65/s here) in small chunks so the timed window does not overshoot.
+        chunk = envs * (cfg.n_steps if algo == "ppo" else 16)
+        model.learn(total_timesteps=chunk)  # warm-up: buffers, first rollout
         steps = 0
         t0 = time.perf_counter()
-        chunk = max(envs * 128, 1024)
         while time.perf_counter() - t0 < seconds:
             model.learn(total_timesteps=chunk, reset_num_timesteps=False)
             steps += chunk
@@ -181,11 +183,7 @@ def main() -> int:
             f"beaten: {when(r['beat_expert_lap_time'])}; best return {best['mean_return']:.1f}"
         )
     report = {
-        "benchmark": "bench_rl",
-        "command": [sys.executable, *sys.argv],
-        "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "wall_s": time.perf_counter() - t_start,
-        "machine": machine_info(),
+        **report_header("bench_rl", t_start),
         "settings": {
             "quick": args.quick,
             "algo": args.algo,

@@ -1,0 +1,29 @@
+"""Command-line entry points: one module per root script, each ``main(argv) -> exit code``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+
+def run_tool(prog: str, work: Callable[[], str], errors: tuple[type[Exception], ...]) -> int:
+    """Run a tool's work and print its summary; expected failures print one clear line.
+
+    Returns the exit code: 0, or 1 for an error of a type in ``errors`` (bad input files,
+    existing outputs, failed workers). Configuration errors never get here: ``cli_main``
+    exits with code 2 before any work starts.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        text = work()
+    except errors as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    print(text)
+    return 0
+
+
+def argv_or_sys(argv: list[str] | None) -> list[str]:
+    """The arguments a run records in command.txt."""
+    return sys.argv[1:] if argv is None else argv

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
-from rlkit.collect import CollectConfig, CollectError, collect
+from rlkit.cli import argv_or_sys, run_tool
+from rlkit.collect import CollectConfig, CollectError, CollectResult, collect
 from rlkit.config import cli_main
 
 PROG = "collect_demonstrations.py"
@@ -16,16 +16,8 @@ DESCRIPTION = (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse flags (CLI > config.yml ``collect`` > defaults), collect, print a summary."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    cfg = cli_main(CollectConfig, "collect", argv, prog=PROG, description=DESCRIPTION)
-    try:
-        res = collect(cfg, argv=sys.argv[1:] if argv is None else argv)
-    except (OSError, CollectError, ValueError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
-    print(
+def summary(res: CollectResult) -> str:
+    return (
         f"\n  dataset         {res.output}\n"
         f"  episodes        {res.episodes}  ({res.frames} frames)\n"
         f"  workers         {res.workers}\n"
@@ -34,7 +26,16 @@ def main(argv: list[str] | None = None) -> int:
         f"  lap completion  {100 * res.lap_rate:.1f} %  (first lap {res.mean_first_lap_s:.2f} s)\n"
         f"  left the track  {100 * res.crash_rate:.1f} %"
     )
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags (CLI > config.yml ``collect`` > defaults), collect, print a summary."""
+    cfg = cli_main(CollectConfig, "collect", argv, prog=PROG, description=DESCRIPTION)
+    return run_tool(
+        PROG,
+        lambda: summary(collect(cfg, argv=argv_or_sys(argv))),
+        (OSError, CollectError, ValueError),
+    )
 
 
 if __name__ == "__main__":

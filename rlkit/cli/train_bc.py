@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from rlkit.bc import BCConfig, summary_text, train_bc
+from rlkit.cli import argv_or_sys, run_tool
 from rlkit.config import cli_main
 from rlkit.lerobot import LeRobotFormatError
 
@@ -19,15 +19,12 @@ DESCRIPTION = (
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags (CLI > config.yml ``bc`` > defaults), train, print a summary."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg = cli_main(BCConfig, "bc", argv, prog=PROG, description=DESCRIPTION)
-    try:
-        result = train_bc(cfg, argv=sys.argv[1:] if argv is None else argv)
-    except (OSError, LeRobotFormatError, ValueError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
-    print("\n" + summary_text(result))
-    return 0
+    return run_tool(
+        PROG,
+        lambda: "\n" + summary_text(train_bc(cfg, argv=argv_or_sys(argv))),
+        (OSError, LeRobotFormatError, ValueError),
+    )
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
+from rlkit.cli import argv_or_sys, run_tool
 from rlkit.config import cli_main
 from rlkit.evaluate import format_eval_table
 from rlkit.rl import RLConfig, eval_only, summary_text, train_rl
@@ -20,18 +20,14 @@ DESCRIPTION = (
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags (CLI > config.yml ``rl`` > defaults), train or evaluate, print a summary."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg = cli_main(RLConfig, "rl", argv, prog=PROG, description=DESCRIPTION)
-    try:
+
+    def work() -> str:
         if cfg.eval_only:
-            print(format_eval_table(eval_only(cfg)))
-            return 0
-        result = train_rl(cfg, argv=sys.argv[1:] if argv is None else argv)
-    except (OSError, ValueError, ImportError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
-    print("\n" + summary_text(result))
-    return 0
+            return format_eval_table(eval_only(cfg))
+        return "\n" + summary_text(train_rl(cfg, argv=argv_or_sys(argv)))
+
+    return run_tool(PROG, work, (OSError, ValueError, ImportError))
 
 
 if __name__ == "__main__":
