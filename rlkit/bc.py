@@ -26,7 +26,6 @@ Output folder::
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -51,7 +50,13 @@ from rlkit.envs.sim import RacingConfig, RacingSim
 from rlkit.evaluate import EvalResult, evaluate, expert_driver, format_eval_table
 from rlkit.lerobot import LeRobotDataset, LeRobotFormatError, write_dataset
 from rlkit.policy import BCPolicy, export_sb3
-from rlkit.utils import available_cores, default_workers, episode_seed
+from rlkit.utils import (
+    RESULT_FILE,
+    available_cores,
+    default_workers,
+    episode_seed,
+    write_json_atomic,
+)
 
 __all__ = ["BCConfig", "BCData", "BCResult", "load_bc_data", "train_bc"]
 
@@ -686,11 +691,10 @@ def train_bc(cfg: BCConfig, *, argv: list[str] | None = None, progress: bool = T
             "expert": result.eval["expert"].to_dict(),
             "bc_return_fraction_of_expert": ratio,
         }
-        tmp = out / f".eval.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-        os.replace(tmp, out / "eval.json")
+        write_json_atomic(out / "eval.json", payload)
     elif cfg.eval_episodes:
         logger.warning("%s is not rlkit racing data: skipping the evaluation on tracks", cfg.data)
+    write_json_atomic(out / RESULT_FILE, result)
     return result
 
 

@@ -7,7 +7,8 @@ Pipeline::
           --vec dummy   : DummyVecEnv of N RacingEnv
     model SAC | PPO | TD3 ("MlpPolicy"), network as the BC export when --init-from is given
     warm start: BC actor weights + small std (--init-from), demonstrations in the replay
-          buffer (--demos), critic warm-up with the actor frozen (--critic-warmup steps)
+          buffer (--demos), critic warm-up with the actor frozen (--critic-warmup steps),
+          SAC/TD3: a BC loss on the demonstrations in every actor update (--bc-weight)
     learn: callbacks count *environment* steps (not vector steps):
           checkpoints (model + replay buffer, atomic, newest kept), evaluation on held-out
           tracks (best model kept), TensorBoard (--tensorboard), progress bar
@@ -49,7 +50,7 @@ from rlkit.envs.sim import RacingConfig
 from rlkit.envs.vec_env import RacingVecEnv
 from rlkit.evaluate import EvalResult, evaluate, expert_driver, format_eval_table
 from rlkit.policy import BCPolicy, build_policy_kwargs, load_bc_into, read_export_meta
-from rlkit.utils import default_workers
+from rlkit.utils import RESULT_FILE, default_workers, write_json_atomic
 
 __all__ = ["RLConfig", "RLResult", "train_rl", "evaluate_model"]
 
@@ -102,6 +103,13 @@ class RLConfig:
     )
     demos: str | None = field(
         default=None, metadata={"help": "LeRobot demonstrations to pre-fill the replay buffer"}
+    )
+    bc_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "SAC/TD3 with --demos: weight of a BC loss on demo actions in every actor "
+            "update (0: off)"
+        },
     )
     seed: int = field(default=0, metadata={"help": "seed for envs, networks and evaluation"})
     output: str = field(default="runs/rl", metadata={"help": "output folder"})
@@ -363,6 +371,48 @@ class CriticWarmup(BaseCallback):
             self._set(True)  # saved models must be trainable
 
 
+class BCRegulariser(BaseCallback):
+    """Add ``weight * MSE(actor(s), a)`` on a batch of demonstration pairs to every SAC/TD3
+    actor update (as TD3+BC), so a random critic cannot drag the policy away from the
+    demonstrations before it has learned their values.
+
+    The BC gradient is added in a step pre-hook of the actor's optimiser: SB3 has just
+    back-propagated the actor loss into the same parameters, so the step applies
+    ``actor_loss + weight * bc_loss``, without re-implementing SB3's ``train()``.
+    """
+
+    def __init__(self, obs: np.ndarray, actions: np.ndarray, weight: float, seed: int) -> None:
+        super().__init__()
+        self.obs, self.actions, self.weight = obs, actions, weight
+        self.rng = np.random.default_rng(seed)
+        self.handle: Any = None
+        self.last_loss = float("nan")
+
+    def _on_training_start(self) -> None:
+        self.handle = self.model.actor.optimizer.register_step_pre_hook(self._add_bc_grad)
+
+    def _on_training_end(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _add_bc_grad(self, optimizer: torch.optim.Optimizer, *_: Any) -> None:
+        actor = self.model.actor
+        if not any(p.requires_grad for p in actor.parameters()):  # frozen (critic warm-up)
+            return
+        idx = self.rng.integers(0, len(self.obs), self.model.batch_size)
+        obs = torch.as_tensor(self.obs[idx], device=self.model.device)
+        target = torch.as_tensor(self.actions[idx], device=self.model.device)
+        with torch.enable_grad():
+            pred = actor(obs, deterministic=True) if isinstance(self.model, SAC) else actor(obs)
+            loss = self.weight * torch.nn.functional.mse_loss(pred, target)
+            loss.backward()
+        self.last_loss = float(loss.detach())
+
+
 class WallClockLimit(BaseCallback):
     """Stop ``learn`` once ``seconds`` of wall time have passed since ``t0``."""
 
@@ -431,6 +481,20 @@ def _build_model(
     return cls("MlpPolicy", env, **kwargs)
 
 
+def _load_demos(demos: str, model: BaseAlgorithm, extra: list[str]) -> dict[str, np.ndarray]:
+    """State, action (and ``extra``) columns of a LeRobot dataset, checked against the env."""
+    from rlkit.lerobot import LeRobotDataset
+
+    cols = LeRobotDataset(demos).load_columns(["observation.state", "action", *extra])
+    obs, act = cols["observation.state"], cols["action"]
+    if obs.shape[1] != model.observation_space.shape[0] or act.shape[1] != 2:
+        raise ValueError(
+            f"--demos {demos}: observations of size {obs.shape[1]} and actions of size "
+            f"{act.shape[1]} do not match the env ({model.observation_space.shape[0]}, 2)"
+        )
+    return cols
+
+
 def _prefill_demos(model: OffPolicyAlgorithm, demos: str, env_config: RacingConfig) -> int:
     """Write the demonstration transitions into the replay buffer; returns how many.
 
@@ -441,17 +505,9 @@ def _prefill_demos(model: OffPolicyAlgorithm, demos: str, env_config: RacingConf
     from a wrong one would bias the critic.
     """
     from rlkit.collect import load_env_config
-    from rlkit.lerobot import LeRobotDataset
 
-    cols = LeRobotDataset(demos).load_columns(
-        ["observation.state", "action", "next.reward", "episode_index"]
-    )
+    cols = _load_demos(demos, model, ["next.reward", "episode_index"])
     obs, act = cols["observation.state"], cols["action"]
-    if obs.shape[1] != model.observation_space.shape[0] or act.shape[1] != 2:
-        raise ValueError(
-            f"--demos {demos}: observations of size {obs.shape[1]} and actions of size "
-            f"{act.shape[1]} do not match the env ({model.observation_space.shape[0]}, 2)"
-        )
     horizon = (load_env_config(demos) or env_config).max_episode_steps
     ep = cols["episode_index"]
     last = np.append(ep[1:] != ep[:-1], True)
@@ -568,6 +624,11 @@ def train_rl(cfg: RLConfig, *, argv: list[str] | None = None, progress: bool = T
             callbacks.append(WallClockLimit(t0, cfg.max_minutes * 60))
         if cfg.init_from and cfg.critic_warmup:
             callbacks.append(CriticWarmup(cfg.critic_warmup))
+        if cfg.demos and cfg.bc_weight > 0 and isinstance(model, OffPolicyAlgorithm):
+            demo = _load_demos(cfg.demos, model, [])
+            callbacks.append(
+                BCRegulariser(demo["observation.state"], demo["action"], cfg.bc_weight, cfg.seed)
+            )
         start_steps = model.num_timesteps
         remaining = max(0, cfg.timesteps - start_steps)
         if remaining:
@@ -591,6 +652,7 @@ def train_rl(cfg: RLConfig, *, argv: list[str] | None = None, progress: bool = T
     write_learning_curve_png(out, result.eval)
     if cfg.video:
         write_video(model, env_config, cfg.video, cfg.seed)
+    write_json_atomic(out / RESULT_FILE, result)
     return result
 
 
@@ -612,9 +674,7 @@ def compare(
         "seed": cfg.seed,
         **{k: v.to_dict() for k, v in rows.items()},
     }
-    tmp = out / f".eval.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, out / "eval.json")
+    write_json_atomic(out / "eval.json", payload)
     return rows
 
 

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 import os
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["available_cores", "default_workers", "episode_seed", "SEED_STREAMS"]
+__all__ = [
+    "available_cores",
+    "default_workers",
+    "episode_seed",
+    "json_ready",
+    "write_json_atomic",
+    "RESULT_FILE",
+    "SEED_STREAMS",
+]
+
+#: Machine-readable summary every tool writes into its output folder (read by the pipeline).
+RESULT_FILE = "result.json"
 
 #: Independent seed streams, so e.g. evaluation tracks never coincide with demo tracks.
 SEED_STREAMS: dict[str, int] = {"demo": 0, "eval": 1, "dagger": 2, "rl": 3, "noise": 4}
@@ -46,3 +62,37 @@ def episode_seed(seed: int, index: int, stream: str = "demo") -> int:
         raise ValueError(f"stream must be one of {sorted(SEED_STREAMS)}, got {stream!r}")
     ss = np.random.SeedSequence([int(seed), SEED_STREAMS[stream], int(index)])
     return int(ss.generate_state(1, dtype=np.uint32)[0])
+
+
+def json_ready(value: Any) -> Any:
+    """A JSON-safe copy: dataclasses and dicts recursively, paths as text, NaN/inf as null,
+    numpy scalars and arrays as Python numbers and lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` (made JSON-safe) to ``path`` via a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(json_ready(obj), indent=2, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
