@@ -32,13 +32,8 @@ from rlkit.rl import RLConfig, train_rl  # noqa: E402
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "bench_rl_guard.json"
 
-#: (name, critic warm-up env steps, BC loss weight)
-GUARDS: list[tuple[str, int, float]] = [
-    ("none", 0, 0.0),
-    ("critic warm-up 3000", 3000, 0.0),
-    ("BC loss 1.0", 0, 1.0),
-    ("warm-up 3000 + BC loss 1.0", 3000, 1.0),
-]
+#: (name, critic warm-up env steps, BC loss weight) compared with the BC-loss settings
+BASELINES: list[tuple[str, int, float]] = [("none", 0, 0.0), ("critic warm-up 3000", 3000, 0.0)]
 
 
 def main() -> int:
@@ -49,8 +44,12 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=None, help="env steps per setting (7500)")
     p.add_argument("--eval-every", type=int, default=None, help="env steps (1500)")
     p.add_argument("--eval-episodes", type=int, default=None, help="held-out tracks (10)")
+    p.add_argument(
+        "--bc-weights", type=float, nargs="+", default=[1.0, 10.0, 100.0], help="BC loss weights"
+    )
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
     args = p.parse_args()
+    guards = BASELINES + [(f"BC loss {w:g}", 0, w) for w in args.bc_weights]
     episodes = args.episodes or (10 if args.quick else 100)
     steps = args.steps or (256 if args.quick else 7500)
     eval_every = args.eval_every or (128 if args.quick else 1500)
@@ -66,7 +65,7 @@ def main() -> int:
         if args.quick:
             bc_cfg.epochs = 3
         train_bc(bc_cfg, progress=False)
-        for name, warmup, weight in GUARDS:
+        for name, warmup, weight in guards:
             print(f"{args.algo} from BC, guard: {name} ...", file=sys.stderr)
             out = tmp / f"rl-{len(rows)}"
             t0 = time.perf_counter()

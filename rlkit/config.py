@@ -645,6 +645,7 @@ TOOLS: dict[str, str] = {
     "collect": "rlkit.collect:CollectConfig",
     "bc": "rlkit.bc:BCConfig",
     "rl": "rlkit.rl:RLConfig",
+    "merge": "rlkit.lerobot.merge:MergeConfig",
 }
 
 #: Order of the sections in config.yml and the script each belongs to.

@@ -222,7 +222,7 @@ def _run_logged(cmd: list[str], log: Path) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as f:
         f.write(f"$ {' '.join(cmd)}\n".encode())
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert proc.stdout is not None
         try:
             for chunk in iter(lambda: proc.stdout.read1(65536), b""):  # type: ignore[union-attr]
@@ -247,9 +247,10 @@ def run_pipeline(plan: Plan, resume: bool) -> dict[str, Any]:
         if state.get("status") == "done":
             print(f"\n== {stage.name}: done in an earlier run ({state['wall_s']:.1f} s), skipped")
             continue
-        cmd = [sys.executable, stage.script, *stage_argv(plan, stage, routed[stage.name], resume)]
+        args = stage_argv(plan, stage, routed[stage.name], resume)
+        cmd = [sys.executable, str(ROOT / stage.script), *args]
         log = plan.run_dir / "logs" / f"{stage.name}.log"
-        print(f"\n== {stage.name}: {' '.join(cmd[1:])}", flush=True)
+        print(f"\n== {stage.name}: {stage.script} {' '.join(args)}", flush=True)
         plan.stages[stage.name] = {"status": "running", "log": str(log)}
         plan.save()
         t0 = time.perf_counter()

@@ -333,14 +333,17 @@ class LeRobotDataset:
     def _read_file(self, path: Path, keys: list[str]) -> dict[str, np.ndarray]:
         if not path.is_file():
             raise FileNotFoundError(f"data file {path} does not exist; the dataset is incomplete")
-        schema_names = set(pq.read_schema(path).names)
-        missing = [k for k in keys if k not in schema_names]
-        if missing:
-            raise LeRobotFormatError(
-                f"{path} lacks column(s) {missing} declared in meta/info.json features; "
-                "remove them from info.json or re-export the data"
-            )
-        table = pq.read_table(path, columns=keys)
+        # ParquetFile.read is ~5x cheaper per file than pq.read_table (no dataset discovery),
+        # which matters for v2.x datasets of thousands of one-episode files.
+        with pq.ParquetFile(path) as pf:
+            schema_names = set(pf.schema_arrow.names)
+            missing = [k for k in keys if k not in schema_names]
+            if missing:
+                raise LeRobotFormatError(
+                    f"{path} lacks column(s) {missing} declared in meta/info.json features; "
+                    "remove them from info.json or re-export the data"
+                )
+            table = pf.read(columns=keys)
         return {k: _column_to_numpy(table.column(k), k, path) for k in keys}
 
     def _shape_output(self, key: str, arr: np.ndarray) -> np.ndarray:

@@ -248,24 +248,42 @@ def _stats_to_json(stats: dict[str, np.ndarray]) -> dict[str, Any]:
     return {k: v.tolist() for k, v in stats.items()}
 
 
-def _plan_files(
-    bounds: np.ndarray, row_bytes: int, max_bytes: float, chunks_size: int
+def plan_files(
+    episode_bytes: np.ndarray, max_bytes: float, chunks_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Assign each episode a (chunk_index, file_index); episodes never span files."""
-    lengths = np.diff(bounds)
-    chunk_idx = np.zeros(len(lengths), dtype=np.int64)
-    file_idx = np.zeros(len(lengths), dtype=np.int64)
-    chunk, file, used = 0, 0, 0
-    for i, length in enumerate(lengths.tolist()):
-        size = length * row_bytes
+    """Assign each episode a ``(chunk_index, file_index)``; episodes never span files.
+
+    A new file starts when the current one would pass ``max_bytes``; ``file_index`` rolls
+    over into the next chunk after ``chunks_size`` files.
+
+    Args:
+        episode_bytes: Estimated bytes of each episode, in episode order.
+        max_bytes: Target maximum bytes per file (a single larger episode gets its own file).
+        chunks_size: Files per ``chunk-XXX`` folder.
+
+    Returns:
+        ``(chunk_index, file_index)``, two int64 arrays with one entry per episode.
+    """
+    n_eps = len(episode_bytes)
+    chunk_idx = np.zeros(n_eps, dtype=np.int64)
+    file_idx = np.zeros(n_eps, dtype=np.int64)
+    chunk, file, used = 0, 0, 0.0
+    for i, size in enumerate(np.asarray(episode_bytes, dtype=np.float64).tolist()):
         if used and used + size > max_bytes:
             file += 1
             if file >= chunks_size:
                 chunk, file = chunk + 1, 0
-            used = 0
+            used = 0.0
         chunk_idx[i], file_idx[i] = chunk, file
         used += size
     return chunk_idx, file_idx
+
+
+def _plan_files(
+    bounds: np.ndarray, row_bytes: int, max_bytes: float, chunks_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Assign each episode a (chunk_index, file_index); episodes never span files."""
+    return plan_files(np.diff(bounds) * row_bytes, max_bytes, chunks_size)
 
 
 def _list_column(values: np.ndarray) -> pa.Array:
@@ -416,6 +434,38 @@ def _write_tree(
     return n_eps, n_files
 
 
+def publish_dir(tmp: Path, root: Path, *, overwrite: bool) -> None:
+    """Move the finished folder ``tmp`` to ``root`` with ``os.replace`` (same filesystem).
+
+    An existing ``root`` is moved aside first and removed only after the new folder is in
+    place; if the final rename fails the previous folder is put back.
+
+    Args:
+        tmp: The completely written folder (a sibling of ``root``).
+        root: The final name.
+        overwrite: Replace an existing ``root``; otherwise its appearance is an error.
+
+    Raises:
+        FileExistsError: If ``root`` exists and ``overwrite`` is False.
+    """
+    if root.exists():
+        if not overwrite:  # appeared while we were writing
+            raise FileExistsError(f"{root} exists; pass --overwrite or choose another --output")
+        old = root.parent / f".{root.name}.old-{os.getpid()}"
+        os.replace(root, old)
+        try:
+            os.replace(tmp, root)
+        except BaseException:
+            os.replace(old, root)  # put the previous dataset back
+            raise
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+    else:
+        os.replace(tmp, root)
+
+
 def write_dataset(
     root: str | Path,
     data: dict[str, np.ndarray],
@@ -470,7 +520,6 @@ def write_dataset(
 
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-    old = root.parent / f".{root.name}.old-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
@@ -491,21 +540,7 @@ def write_dataset(
             path = tmp / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-        if root.exists():
-            if not overwrite:  # appeared while we were writing
-                raise FileExistsError(f"{root} exists; pass --overwrite or choose another --output")
-            os.replace(root, old)
-            try:
-                os.replace(tmp, root)
-            except BaseException:
-                os.replace(old, root)  # put the previous dataset back
-                raise
-            if old.is_dir():
-                shutil.rmtree(old)
-            else:
-                old.unlink()
-        else:
-            os.replace(tmp, root)
+        publish_dir(tmp, root, overwrite=overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
