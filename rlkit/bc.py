@@ -52,9 +52,9 @@ from rlkit.lerobot import LeRobotDataset, LeRobotFormatError, write_dataset
 from rlkit.policy import BCPolicy, export_sb3
 from rlkit.utils import (
     RESULT_FILE,
-    available_cores,
     default_workers,
     episode_seed,
+    idle_cores,
     write_json_atomic,
 )
 
@@ -103,8 +103,8 @@ class BCConfig:
     threads: int | None = field(
         default=None,
         metadata={
-            "help": "torch CPU threads (default: all cores, 1 with DataLoader workers; "
-            "measured in bench/bench_bc.py)"
+            "help": "torch CPU threads (default: the idle cores -- all cores minus the load "
+            "average, min 1 -- or 1 with DataLoader workers; measured in bench/bench_bc.py)"
         },
     )
     val_fraction: float = field(
@@ -625,10 +625,11 @@ def train_bc(cfg: BCConfig, *, argv: list[str] | None = None, progress: bool = T
     device = resolve_device(cfg.device)
     trainer = _Trainer(cfg, data, out, device)
     if device.type == "cpu":
-        # Measured (bench_bc): a 256x256 MLP at batch 256 trains 1.5x faster on 2 threads
-        # than on 1; DataLoader worker processes need the cores themselves.
+        # Measured (bench_bc): a 256x256 MLP at batch 256 trains 1.5x faster on 2 idle cores
+        # than on 1, but 5x slower on 2 threads when another process keeps a core busy;
+        # DataLoader worker processes need the cores themselves.
         workers = cfg.num_workers if trainer.loader_kind == "dataloader" else 0
-        torch.set_num_threads(cfg.threads or (1 if workers else available_cores()))
+        torch.set_num_threads(cfg.threads or (1 if workers else idle_cores()))
     if cfg.resume:
         trainer.load_checkpoint()
         logger.info("resumed at phase %d epoch %d", trainer.phase, trainer.epoch)

@@ -645,6 +645,7 @@ TOOLS: dict[str, str] = {
     "collect": "rlkit.collect:CollectConfig",
     "bc": "rlkit.bc:BCConfig",
     "rl": "rlkit.rl:RLConfig",
+    "world_model": "rlkit.planet.train:WorldModelConfig",
     "merge": "rlkit.lerobot.merge:MergeConfig",
 }
 

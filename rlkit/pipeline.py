@@ -7,7 +7,8 @@ and to ``RUN/logs/<stage>.log``; each reads the previous stage's output in the r
     RUN/demos/          collect_demonstrations.py   (LeRobot dataset)
     RUN/bc/             train_bc.py --data RUN/demos
     RUN/rl/             train_rl.py --init-from RUN/bc   (+ RUN/lap.gif, RUN/learning_curve.png)
-    RUN/world_model/    train_world_model.py             (with --with-world-model)
+    RUN/world_model/    train_world_model.py RUN/world_model_episodes RUN/world_model
+                        (with --with-world-model; pixel episodes of its own env)
     RUN/pipeline.json   settings and the state of every stage (what --resume reads)
     RUN/summary.json    measured wall time, throughput and result of every stage
     RUN/summary.md      the same as tables
@@ -59,7 +60,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("rl", "train_rl.py", "rlkit.rl:RLConfig", "rl", "--resume",
           ("--timesteps", "60000", "--eval-every", "20000", "--eval-episodes", "10")),
     Stage("world_model", "train_world_model.py", "rlkit.planet.train:WorldModelConfig",
-          "world_model", "--resume", ()),
+          "world_model", "--resume",
+          ("--iterations", "2", "--train-steps", "20", "--seed-episodes", "2",
+           "--eval-every", "2", "--eval-episodes", "1")),
 )  # fmt: skip
 
 #: Flags the pipeline sets itself to chain the stages; passing them after -- is an error.
@@ -199,8 +202,8 @@ def stage_argv(plan: Plan, stage: Stage, routed: list[str], resume: bool) -> lis
         if plan.worker_sources["rl"] != _WORKER_KEYS["rl"][2] or _rl_vec(routed) != "batched":
             # subprocess envs follow the seeds' formula; the batched env's car count is its own
             args += ["--envs", str(plan.workers["rl"])]
-    else:
-        args = [str(run / "world_model_data"), out]
+    else:  # world model: its own pixel episodes, then its run folder
+        args = [str(run / "world_model_episodes"), out]
     if resume and stage.resume_flag and (run / stage.output).exists():
         args.append(stage.resume_flag)
     if plan.quick:
@@ -318,8 +321,15 @@ def _stage_figures(name: str, r: dict[str, Any]) -> tuple[str, str]:
         )
     if name == "rl":
         return f"{r['steps_per_s']:,.0f} env-steps/s", f"{r['timesteps']:,} env steps"
-    keys = [k for k in ("train_steps_per_s", "episodes", "steps") if k in r]
-    return "-", ", ".join(f"{k} {r[k]}" for k in keys) or "-"
+    if name == "world_model":
+        ret = "-" if r["eval_return"] is None else f"{r['eval_return']:.0f}"
+        rnd = "-" if r["random_return"] is None else f"{r['random_return']:.0f}"
+        return (
+            f"{r['batches_per_s']:.2f} train steps/s ({r['device']})",
+            f"{r['iterations']} iterations, {r['episodes']} episodes, "
+            f"planner return {ret} (random {rnd})",
+        )
+    return "-", "-"
 
 
 def build_summary(plan: Plan) -> dict[str, Any]:

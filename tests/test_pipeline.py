@@ -135,10 +135,10 @@ def test_tiny_run_killed_during_rl_resumes_and_writes_the_summary(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_preset_end_to_end(tmp_path):
+def test_quick_preset_with_world_model_end_to_end(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.run(
-        [str(SCRIPT), "--quick", "--output", str(run)],
+        [str(SCRIPT), "--quick", "--with-world-model", "--output", str(run)],
         env=_env(),
         capture_output=True,
         text=True,
@@ -149,3 +149,6 @@ def test_quick_preset_end_to_end(tmp_path):
     assert summary["preset"] == "quick"
     ev = summary["evaluation"]
     assert ev["rl"]["mean_return"] > 0.5 * ev["expert"]["mean_return"]
+    wm = summary["stages"][3]
+    assert wm["stage"] == "world_model" and wm["status"] == "done"
+    assert wm["details"]["iterations"] == 2 and (run / "world_model_episodes").is_dir()

@@ -1,0 +1,557 @@
+"""Benchmark: the world model's data path, rendering, training step and planning on this machine.
+
+Measures, in one run (every ratio from figures taken in this run):
+
+1. Pixel rendering, ms per 64x64 frame: the numpy pendulum rasteriser, gymnasium's pygame
+   renderer at 500 px shrunk with PIL's box filter (if pygame is installed), the racing env.
+2. ``--episodes`` pixel-Pendulum episodes (random policy, action repeat 2, 100 actions each)
+   written with ``EpisodeStorage``; then discovery (headers only) and discovery + loading
+   (full decompression) with ``--no-parallel-loading`` (1 thread) and 2 / 4 threads, best
+   of ``--repeats`` interleaved runs (goal: >= 1.7x for loading on 2 cores).
+3. Batch assembly at B=50, T=50 (ms per batch, ready float32 tensors): the seed's path
+   (per-item float32 conversion + ``torch.stack`` + permute) vs rlkit's uint8 gather into one
+   time-major buffer converted once (goal >= 20x); the same for frames preloaded as float16
+   and float32 (RAM held and ms per batch).
+4. Lazy mode: LRU cache hit rate and ms per batch at cache sizes of 25 % and 100 % of the
+   decoded data (steady state, after warm-up batches).
+6. The 2-thread ceiling at that moment: GIL-free zlib inflate on 1 vs 2 threads (on a shared
+   machine the other tenants' load bounds every parallel speedup above).
+5. World model train step (s) at the cpu preset (B=16, L=32) on 1 and 2 torch threads, and
+   CEM planning time per action (cpu preset: 300 candidates, 5 iterations, horizon 12).
+
+7. ``--learning-run RUN``: only the learning figures of a finished ``train_world_model.py``
+   run: its newest checkpoint's planner vs the random policy vs the same planner on the true
+   Pendulum dynamics (the "perfect model"), same seeds, and the run's reconstruction-loss
+   curve (``bench/results/bench_world_model_learning.json``).
+
+Usage::
+
+    PYTHONPATH=. python bench/bench_world_model.py            # bench/results/bench_world_model.json
+    PYTHONPATH=. python bench/bench_world_model.py --quick    # smoke run, seconds
+    PYTHONPATH=. python bench/bench_world_model.py --learning-run runs/world_model
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+try:  # `python bench/bench_world_model.py` puts bench/ on sys.path
+    from bench_env import print_table, report_header, write_json
+except ImportError:  # `python -m bench.bench_world_model`
+    from bench.bench_env import print_table, report_header, write_json
+
+from rlkit.planet.dataset import EpisodeDataset, batch_to_device
+from rlkit.planet.envs import make_pixel_env, render_pendulum
+from rlkit.planet.model import PRESETS, WorldModel
+from rlkit.planet.planner import PlannerConfig
+from rlkit.planet.storage import EpisodeStorage, load_episode
+from rlkit.planet.train import make_planner, run_episode
+
+NAME = "bench_world_model"
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = REPO / "bench" / "results" / f"{NAME}.json"
+
+
+def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    """(best, median) wall seconds of ``repeats`` calls."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), statistics.median(times)
+
+
+# ---------------------------------------------------------------------- 1. rendering
+def bench_render(frames: int) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    thetas = np.linspace(-np.pi, np.pi, frames)
+    t0 = time.perf_counter()
+    for th in thetas:
+        render_pendulum(float(th))
+    out["pendulum_native_ms"] = 1e3 * (time.perf_counter() - t0) / frames
+    try:
+        env = make_pixel_env("pendulum", render="gym")
+        env.reset(seed=0)
+        env.frame()  # pygame start-up
+        t0 = time.perf_counter()
+        for _ in range(frames):
+            env.frame()
+        out["pendulum_gym500_resized_ms"] = 1e3 * (time.perf_counter() - t0) / frames
+        env.close()
+    except ImportError:
+        out["pendulum_gym500_resized_ms"] = None
+    env = make_pixel_env("racing")
+    env.reset(seed=0)
+    t0 = time.perf_counter()
+    for _ in range(frames):
+        env.frame()
+    out["racing_native_ms"] = 1e3 * (time.perf_counter() - t0) / frames
+    return out
+
+
+# ---------------------------------------------------------------------- 2. storage
+def write_episodes(root: Path, n: int) -> tuple[float, int]:
+    env = make_pixel_env("pendulum", action_repeat=2)
+    st = EpisodeStorage(root)
+    t0 = time.perf_counter()
+    for k in range(n):
+        run_episode(env, k).save(st)
+    nbytes = sum(p.stat().st_size for p in root.glob("episode_*.npz"))
+    return time.perf_counter() - t0, nbytes
+
+
+def bench_loading(root: Path, repeats: int) -> list[dict[str, Any]]:
+    rows = {w: {"threads": w, "discover": [], "load": []} for w in (1, 2, 4)}
+    for _ in range(repeats):  # interleaved, so load changes hit every setting alike
+        for w, row in rows.items():
+            st = EpisodeStorage(root, workers=w)
+            t0 = time.perf_counter()
+            st.discover()
+            row["discover"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            EpisodeDataset(st, 50, 50, 1)
+            row["load"].append(time.perf_counter() - t0)
+    out = []
+    for w, row in rows.items():
+        out.append(
+            {
+                "threads": w,
+                "mode": "--no-parallel-loading" if w == 1 else f"--loading-workers {w}",
+                "discover_s": min(row["discover"]),
+                "discover_median_s": statistics.median(row["discover"]),
+                "load_s": min(row["load"]),
+                "load_median_s": statistics.median(row["load"]),
+            }
+        )
+    for r in out:
+        r["discover_speedup"] = out[0]["discover_s"] / r["discover_s"]
+        r["load_speedup"] = out[0]["load_s"] / r["load_s"]
+    return out
+
+
+# ---------------------------------------------------------------------- 3. batches
+class SeedStyleDataset(torch.utils.data.Dataset):
+    """The seed's ``EpisodeDataset.__getitem__``: one random slice, converted to float32
+    per item; batches via ``collate_episode_batch`` (torch.stack + permute)."""
+
+    def __init__(self, episodes: list[dict[str, np.ndarray]], seq_len: int) -> None:
+        self.episodes, self.seq_len = episodes, seq_len
+
+    def __len__(self) -> int:
+        return 10**9
+
+    def __getitem__(self, _idx: int):
+        ep = self.episodes[np.random.randint(len(self.episodes))]
+        i = np.random.randint(len(ep["reward"]) - self.seq_len + 1)
+        L = self.seq_len
+        obs = ep["obs"][i : i + L].astype(np.float32) / 255.0
+        return (
+            torch.from_numpy(obs),
+            torch.from_numpy(ep["action"][i : i + L]),
+            torch.from_numpy(ep["reward"][i : i + L]),
+            torch.from_numpy(ep["terminal"][i : i + L]),
+        )
+
+
+def collate_episode_batch(batch):
+    obs, action, reward, terminal = zip(*batch, strict=True)
+    return (
+        torch.stack(obs).permute(1, 0, 2, 3, 4),
+        torch.stack(action).permute(1, 0, 2),
+        torch.stack(reward).permute(1, 0),
+        torch.stack(terminal).permute(1, 0),
+    )
+
+
+def bench_batches(root: Path, n_batches: int, repeats: int) -> dict[str, Any]:
+    """ms per batch of each path, as the loader hands it over ("assembly") and once
+    converted to float32 model input (on CPU here; on a GPU rlkit converts there)."""
+    B, T = 50, 50
+    st = EpisodeStorage(root, workers=4)
+    cpu = torch.device("cpu")
+    seed_ds = SeedStyleDataset([ep for _, ep in st.load(st.discover())], T)
+
+    def seed_path() -> None:
+        for _ in range(n_batches):
+            collate_episode_batch([seed_ds[0] for _ in range(B)])
+
+    seed_s, seed_med = best_of(seed_path, repeats)
+    seed_ds.episodes = []  # free the float path's copies
+    out: dict[str, Any] = {
+        "batch_size": B,
+        "seq_len": T,
+        "seed_ms": 1e3 * seed_s / n_batches,
+        "seed_median_ms": 1e3 * seed_med / n_batches,
+        "rlkit": [],
+    }
+    for dtype in ("uint8", "float16", "float32"):
+        ds = EpisodeDataset(st, T, B, n_batches, preload_dtype=dtype)
+
+        def assemble(ds: EpisodeDataset = ds) -> None:
+            for k in range(n_batches):
+                torch.from_numpy(ds.sample_batch(k * B, reuse=True).obs)
+
+        def convert(ds: EpisodeDataset = ds) -> None:
+            for k in range(n_batches):
+                batch_to_device(ds.sample_batch(k * B, reuse=True), cpu)
+
+        a_s, a_med = best_of(assemble, repeats)
+        c_s, c_med = best_of(convert, repeats)
+        out["rlkit"].append(
+            {
+                "preload_dtype": dtype,
+                "assembly_ms": 1e3 * a_s / n_batches,
+                "assembly_median_ms": 1e3 * a_med / n_batches,
+                "with_float32_cpu_ms": 1e3 * c_s / n_batches,
+                "with_float32_cpu_median_ms": 1e3 * c_med / n_batches,
+                "ram_mb": ds.nbytes / 1024**2,
+                "assembly_speedup_vs_seed": seed_s / a_s,
+                "with_float32_speedup_vs_seed": seed_s / c_s,
+            }
+        )
+        del ds
+    return out
+
+
+def bench_cache(root: Path, n_batches: int) -> list[dict[str, Any]]:
+    """Lazy mode: ``n_batches`` warm-up batches fill the cache, then the hit rate and
+    ms/batch of the next ``2 * n_batches`` (steady state; uniform draws over episodes, so
+    the expected hit rate is the cached fraction)."""
+    st = EpisodeStorage(root, workers=4)
+    total_mb = sum(i.nbytes for i in st.discover()) / 1024**2
+    rows = []
+    for frac in (0.25, 1.0):
+        ds = EpisodeDataset(st, 50, 50, n_batches, cache_mb=frac * total_mb * 1.01)
+        for k in range(n_batches):
+            ds.sample_batch(k * 50, reuse=True)
+        ds.cache_hits = ds.cache_misses = 0
+        t0 = time.perf_counter()
+        for k in range(n_batches, 3 * n_batches):
+            ds.sample_batch(k * 50, reuse=True)
+        rows.append(
+            {
+                "cache_fraction": frac,
+                "cache_mb": frac * total_mb,
+                "hit_rate": ds.cache_hit_rate,
+                "ms": 1e3 * (time.perf_counter() - t0) / (2 * n_batches),
+            }
+        )
+    return rows
+
+
+def bench_parallel_ceiling(repeats: int) -> dict[str, float]:
+    """What the machine gives two threads right now: zlib inflate (which releases the GIL)
+    of 8 x 20 MB on 1 and 2 threads. On a shared machine this bounds any loading speedup."""
+    import zlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(0)
+    blob = zlib.compress(rng.integers(0, 4, 20_000_000, dtype=np.uint8).tobytes())
+    times: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(repeats):
+        for w in (1, 2):
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(w) as pool:
+                list(pool.map(lambda _: zlib.decompress(blob), range(8)))
+            times[w].append(time.perf_counter() - t0)
+    return {"inflate_1_thread_s": min(times[1]), "inflate_2_threads_s": min(times[2]),
+            "speedup_2_threads": min(times[1]) / min(times[2])}  # fmt: skip
+
+
+# ---------------------------------------------------------------------- 5. model
+def bench_model(root: Path, steps: int) -> dict[str, Any]:
+    st = EpisodeStorage(root, workers=4)
+    sizes = PRESETS["cpu"]
+    ds = EpisodeDataset(st, 32, 16, steps)
+    out: dict[str, Any] = {"preset": "cpu", "batch_size": 16, "seq_len": 32, "train_step_s": {}}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        model = WorldModel(1, sizes)
+        opt = torch.optim.Adam(model.parameters(), 1e-3, eps=1e-4)
+        times = []
+        for k in range(steps + 1):
+            t0 = time.perf_counter()
+            loss, _ = model.loss(
+                batch_to_device(ds.sample_batch(k * 16, reuse=True), torch.device("cpu"))
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+        out["train_step_s"][str(threads)] = min(times[1:])  # first step: allocator warm-up
+        out.setdefault("train_step_median_s", {})[str(threads)] = statistics.median(times[1:])
+    # planning: one action from a belief state, cpu preset CEM sizes
+    cfg = PlannerConfig(horizon=12, candidates=300, top_k=30, iterations=5)
+    plan_times = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        planner = make_planner(model, cfg, 0)
+        state = model.initial_state(1)
+        with torch.no_grad():
+            planner.plan(state)
+            t0 = time.perf_counter()
+            for _ in range(3):
+                planner.plan(state)
+        plan_times[str(threads)] = (time.perf_counter() - t0) / 3
+    out["plan_s_per_action"] = plan_times
+    return out
+
+
+# ---------------------------------------------------------------------- 7. learning
+def _pendulum_truth(action_repeat: int):
+    """Gymnasium's Pendulum-v1 dynamics, batched in torch: the 'perfect model'.
+
+    State (N, 3): angle, angular velocity, reward of the last (repeated) action."""
+
+    def transition(state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        th, thdot = state[:, 0], state[:, 1]
+        u = 2.0 * action[:, 0].clamp(-1, 1)
+        total = torch.zeros_like(th)
+        for _ in range(action_repeat):
+            norm = (th + np.pi) % (2 * np.pi) - np.pi
+            total -= norm**2 + 0.1 * thdot**2 + 0.001 * u**2
+            thdot = (thdot + (3 * 10.0 / 2 * torch.sin(th) + 3.0 * u) * 0.05).clamp(-8, 8)
+            th = th + thdot * 0.05
+        return torch.stack([th, thdot, total], dim=1)
+
+    return transition, lambda state: state[:, 2]
+
+
+def bench_learning(run: Path, episodes: int) -> dict[str, Any]:
+    """Planner + learned model (newest checkpoint of ``run``) vs the random policy vs the
+    same planner on the true dynamics, on the same ``episodes`` evaluation seeds; and the
+    run's reconstruction-loss curve from its metrics.csv."""
+    import csv
+
+    import yaml
+
+    from rlkit.planet.planner import CEMPlanner
+    from rlkit.planet.train import WorldModelConfig, load_newest_checkpoint, planning_threads
+    from rlkit.utils import episode_seed
+
+    cfg = WorldModelConfig(
+        **yaml.safe_load((run / "config.resolved.yml").read_text())["world_model"]
+    )
+    cpu = torch.device("cpu")
+    env = make_pixel_env(cfg.env, cfg.action_repeat, cfg.max_episode_steps)
+    found = load_newest_checkpoint(run, cpu)
+    if found is None:
+        raise SystemExit(f"{run}: no checkpoint")
+    path, blob = found
+    model = WorldModel(env.action_dim, cfg.sizes(cpu))
+    model.load_state_dict(blob["model"])
+    model.eval()
+    seeds = [episode_seed(cfg.seed, 1000 + j, "eval") for j in range(episodes)]
+    out: dict[str, Any] = {"run": str(run), "checkpoint": path.name, "iteration": blob["iteration"]}
+    with planning_threads(cpu):
+        torch.manual_seed(0)
+        out["planner_returns"] = [
+            run_episode(env, s, model, make_planner(model, cfg.planner(cpu), s)).ret for s in seeds
+        ]
+        out["random_returns"] = [run_episode(env, s).ret for s in seeds]
+        if cfg.env == "pendulum":
+            transition, reward = _pendulum_truth(cfg.action_repeat)
+            perfect = []
+            for s in seeds:
+                env.reset(seed=s)
+                g = torch.Generator().manual_seed(s)
+                planner = CEMPlanner(transition, reward, 1, cfg.planner(cpu), g)
+                total, done = 0.0, False
+                while not done:
+                    th, thdot = env.env.unwrapped.state
+                    state = torch.tensor([[th, thdot, 0.0]], dtype=torch.float32)
+                    _, r, term, trunc = env.step(planner.plan(state).numpy())
+                    total, done = total + r, term or trunc
+                perfect.append(total)
+            out["perfect_model_returns"] = perfect
+    for key in ("planner_returns", "random_returns", "perfect_model_returns"):
+        if key in out:
+            out[key.replace("returns", "mean")] = float(np.mean(out[key]))
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    wall = np.cumsum([float(r["train_s"]) + float(r["collect_s"]) for r in rows])
+    out["curve"] = [
+        {"iteration": int(r["iteration"]), "train_step": int(r["train_step"]),
+         "minutes": w / 60, "obs_loss": float(r["obs_loss"]),
+         "train_return": float(r["train_return"])}
+        for r, w in zip(rows, wall, strict=True)
+    ]  # fmt: skip
+    return out
+
+
+def print_learning(res: dict[str, Any]) -> None:
+    print(f"\nLearning: {res['run']} ({res['checkpoint']}, iteration {res['iteration']})")
+    print_table(
+        ["iteration", "train step", "minutes", "recon loss", "collect return"],
+        [
+            [
+                c["iteration"],
+                c["train_step"],
+                f"{c['minutes']:.1f}",
+                f"{c['obs_loss']:.1f}",
+                f"{c['train_return']:.0f}",
+            ]
+            for c in res["curve"]
+        ],  # fmt: skip
+    )
+    rows = [["planner + learned model", f"{res['planner_mean']:.1f}"]]
+    rows.append(["random policy", f"{res['random_mean']:.1f}"])
+    if "perfect_model_mean" in res:
+        rows.append(["planner + true dynamics", f"{res['perfect_model_mean']:.1f}"])
+    print_table(
+        [f"policy ({len(res['random_returns'])} episodes, same seeds)", "mean return"], rows
+    )
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    p.add_argument("--episodes", type=int, default=None, help="episodes written (default 500)")
+    p.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 3)")
+    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
+    p.add_argument(
+        "--learning-run",
+        type=Path,
+        default=None,
+        help="only evaluate this train_world_model.py output folder (planner vs random vs "
+        "true dynamics) and write bench/results/bench_world_model_learning.json",
+    )
+    p.add_argument("--eval-episodes", type=int, default=5, help="episodes for --learning-run")
+    args = p.parse_args()
+    if args.learning_run is not None:
+        t0 = time.perf_counter()
+        res = bench_learning(args.learning_run, args.eval_episodes)
+        print_learning(res)
+        path = args.output.with_name(f"{NAME}_learning.json")
+        write_json(path, {**report_header(NAME, t0), "learning": res})
+        print(f"\nwrote {path}")
+        return 0
+    n_eps = args.episodes or (20 if args.quick else 500)
+    repeats = args.repeats or (1 if args.quick else 3)
+    n_batches = 2 if args.quick else 10
+    t_start = time.perf_counter()
+    threads0 = torch.get_num_threads()
+
+    print("rendering ...", file=sys.stderr)
+    render = bench_render(50 if args.quick else 500)
+    with tempfile.TemporaryDirectory(prefix="rlkit-bench-wm-") as td:
+        root = Path(td) / "episodes"
+        print(f"writing {n_eps} episodes ...", file=sys.stderr)
+        write_s, disk = write_episodes(root, n_eps)
+        print("loading ...", file=sys.stderr)
+        ceiling = bench_parallel_ceiling(repeats)
+        loading = bench_loading(root, repeats)
+        print("batches ...", file=sys.stderr)
+        batches = bench_batches(root, n_batches, repeats)
+        cache = bench_cache(root, n_batches)
+        print("model ...", file=sys.stderr)
+        model = bench_model(root, 2 if args.quick else 5)
+        raw_mb = load_episode(next(root.glob("episode_*.npz")))["obs"].nbytes / 1024**2
+    torch.set_num_threads(threads0)
+
+    print("\nPixel rendering, ms per 64x64 frame")
+    print_table(
+        ["renderer", "ms/frame"],
+        [[k.removesuffix("_ms"), "n/a" if v is None else f"{v:.3f}"] for k, v in render.items()],
+    )
+    print(
+        f"\n{n_eps} episodes (100 actions, 101 frames each): written in {write_s:.1f} s, "
+        f"{disk / 1024**2:.1f} MB on disk ({raw_mb:.2f} MB of frames per episode in RAM)"
+    )
+    print_table(
+        ["loading", "discover s", "speedup", "discover+load s", "speedup"],
+        [
+            [
+                r["mode"],
+                f"{r['discover_s']:.3f}",
+                f"{r['discover_speedup']:.2f}x",
+                f"{r['load_s']:.2f}",
+                f"{r['load_speedup']:.2f}x",
+            ]
+            for r in loading
+        ],
+    )
+    print(
+        f"2-thread ceiling now (GIL-free zlib inflate, same run): "
+        f"{ceiling['speedup_2_threads']:.2f}x"
+    )
+    print(
+        f"\nBatches, B=50 x T=50 (best of {repeats}): as handed over by the loader, and as float32"
+    )
+    rows = [
+        [
+            "seed: per-item float32 + torch.stack",
+            f"{batches['seed_ms']:.1f}",
+            "1.0x",
+            f"{batches['seed_ms']:.1f}",
+            "1.0x",
+            "-",
+        ]
+    ]
+    rows += [
+        [
+            f"rlkit: {r['preload_dtype']} gather into one buffer",
+            f"{r['assembly_ms']:.1f}",
+            f"{r['assembly_speedup_vs_seed']:.1f}x",
+            f"{r['with_float32_cpu_ms']:.1f}",
+            f"{r['with_float32_speedup_vs_seed']:.1f}x",
+            f"{r['ram_mb']:.0f}",
+        ]
+        for r in batches["rlkit"]
+    ]
+    print_table(["path", "ms/batch", "speedup", "+ float32 on CPU ms", "speedup", "RAM MB"], rows)
+    print(f"\nLazy mode (--cache-images): LRU cache, steady state over {2 * n_batches} batches")
+    print_table(
+        ["cache size", "MB", "hit rate", "ms/batch"],
+        [
+            [
+                f"{100 * r['cache_fraction']:.0f} % of data",
+                f"{r['cache_mb']:.0f}",
+                f"{100 * r['hit_rate']:.1f} %",
+                f"{r['ms']:.1f}",
+            ]
+            for r in cache
+        ],  # fmt: skip
+    )
+    print("\nWorld model, cpu preset (B=16, L=32), best step")
+    print_table(
+        ["torch threads", "train step s", "plan s/action"],
+        [
+            [t, f"{model['train_step_s'][t]:.2f}", f"{model['plan_s_per_action'][t]:.3f}"]
+            for t in ("1", "2")
+        ],
+    )
+    report = {
+        **report_header(NAME, t_start),
+        "settings": {
+            "quick": args.quick,
+            "episodes": n_eps,
+            "repeats": repeats,
+            "batches_per_timing": n_batches,
+        },  # fmt: skip
+        "render": render,
+        "episodes": {"write_s": write_s, "disk_mb": disk / 1024**2, "frames_mb_each": raw_mb},
+        "loading": loading,
+        "parallel_ceiling": ceiling,
+        "batches": batches,
+        "cache": cache,
+        "model": model,
+    }
+    write_json(args.output, report)
+    print(f"\nwrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

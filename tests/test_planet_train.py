@@ -1,0 +1,283 @@
+"""train_world_model.py end to end with tiny sizes: CLI, resume, determinism, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rlkit.cli.train_world_model import main
+from rlkit.config import parse_config
+from rlkit.planet.envs import make_pixel_env, render_pendulum
+from rlkit.planet.storage import EpisodeStorage, load_episode
+from rlkit.planet.train import WorldModelConfig, checkpoints, train_world_model
+
+TINY = [
+    "--max-episode-steps", "16",  # 8 actions per episode with action_repeat 2
+    "--seq-len", "4",
+    "--batch-size", "3",
+    "--train-steps", "2",
+    "--seed-episodes", "2",
+    "--cnn-depth", "2",
+    "--deter-size", "8",
+    "--stoch-size", "3",
+    "--hidden-size", "8",
+    "--plan-horizon", "3",
+    "--candidates", "8",
+    "--top-k", "2",
+    "--cem-iterations", "2",
+    "--threads", "1",
+    "--no-tensorboard",
+]  # fmt: skip
+
+
+def cfg_of(data: Path, out: Path, *extra: str) -> WorldModelConfig:
+    return parse_config(WorldModelConfig, "world_model", [str(data), str(out), *TINY, *extra])
+
+
+@pytest.fixture(autouse=True)
+def _no_config_yml(tmp_path: Path, monkeypatch):
+    """Run in an empty folder, so the repository's config.yml is not picked up; restore the
+    torch thread count the runs set (--threads 1)."""
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_pixel_envs_give_64x64_uint8_frames() -> None:
+    for name in ("pendulum", "racing"):
+        env = make_pixel_env(name, action_repeat=2, max_episode_steps=6)
+        obs = env.reset(seed=0)
+        assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8
+        steps, done = 0, False
+        while not done:
+            obs, r, term, trunc = env.step(np.zeros(env.action_dim))
+            steps += 1
+            done = term or trunc
+        assert steps == 3 and obs.shape == (64, 64, 3)
+        env.close()
+    up, down = render_pendulum(0.0), render_pendulum(np.pi)
+    assert (up[:32] < 250).any() and not (up[40:] < 250).any()  # the rod points up
+    np.testing.assert_array_equal(up[::-1], down)
+
+
+def test_pendulum_frames_are_deterministic_per_seed() -> None:
+    a, b = make_pixel_env("pendulum"), make_pixel_env("pendulum")
+    np.testing.assert_array_equal(a.reset(seed=3), b.reset(seed=3))
+    for _ in range(3):
+        np.testing.assert_array_equal(a.step(np.ones(1))[0], b.step(np.ones(1))[0])
+
+
+def test_cli_runs_collects_and_writes_every_output(tmp_path: Path, capsys) -> None:
+    data, out = tmp_path / "data", tmp_path / "run"
+    rc = main([str(data), str(out), *TINY, "--iterations", "2", "--eval-every", "1"])
+    assert rc == 0
+    assert "iterations      2" in capsys.readouterr().out
+    eps = sorted(data.glob("episode_*.npz"))
+    assert len(eps) == 4  # 2 seed + 1 per iteration
+    ep = load_episode(eps[-1])
+    assert ep["obs"].shape == (9, 64, 64, 3) and ep["action"].shape == (8, 1)
+    assert ep["truncated"][-1] and not ep["terminal"].any()  # pendulum: time limit only
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["iteration"] for r in rows] == ["0", "1"]
+    assert rows[-1]["train_step"] == "4" and float(rows[-1]["eval_return"]) < 0
+    assert (out / "openloop_000002.png").is_file()
+    assert [p.name for p in checkpoints(out)] == ["ckpt_000001.pt", "ckpt_000002.pt"]
+    assert (out / "config.resolved.yml").is_file() and (out / "command.txt").is_file()
+    result = json.loads((out / "result.json").read_text())
+    assert result["train_steps"] == 4 and result["episodes"] == 4 and result["env_steps"] == 32
+    assert not list(out.rglob(".*tmp*")) and not list(data.glob(".*"))
+
+
+def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    straight = train_world_model(
+        cfg_of(tmp_path / "d1", tmp_path / "o1", "--iterations", "3"), progress=False
+    )
+    train_world_model(cfg_of(tmp_path / "d2", tmp_path / "o2", "--iterations", "2"), progress=False)
+    resumed = train_world_model(
+        cfg_of(tmp_path / "d2", tmp_path / "o2", "--iterations", "3"), progress=False
+    )
+    assert resumed.resumed_from == 2 and resumed.train_steps == straight.train_steps == 6
+    # seed episodes were counted, not re-collected: 2 seed + 3 planner episodes
+    assert len(list((tmp_path / "d2").glob("episode_*.npz"))) == 5
+    blob1 = torch.load(checkpoints(tmp_path / "o1")[-1], weights_only=False)
+    blob2 = torch.load(checkpoints(tmp_path / "o2")[-1], weights_only=False)
+    assert blob2["iteration"] == 3 and blob2["train_step"] == 6
+    state = next(iter(blob2["optimizer"]["state"].values()))
+    assert int(state["step"]) == 6  # the optimiser's moments were restored, not restarted
+    for k, v in blob1["model"].items():
+        torch.testing.assert_close(blob2["model"][k], v, msg=k)
+    for a, b in zip(
+        sorted((tmp_path / "d1").glob("episode_*.npz")),
+        sorted((tmp_path / "d2").glob("episode_*.npz")),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(load_episode(a)["action"], load_episode(b)["action"])
+    rows = list(csv.DictReader((tmp_path / "o2" / "metrics.csv").open()))
+    assert [r["iteration"] for r in rows] == ["0", "1", "2"]
+
+
+def test_killed_run_resumes_from_the_last_good_checkpoint(tmp_path: Path, caplog) -> None:
+    data, out = tmp_path / "d", tmp_path / "o"
+    train_world_model(cfg_of(data, out, "--iterations", "2"), progress=False)
+    # as if killed while writing iteration 3: a damaged checkpoint, a half metrics row
+    (out / "checkpoints" / "ckpt_000003.pt").write_bytes(b"\x00garbage")
+    with (out / "metrics.csv").open("a") as f:
+        f.write("2,6,5,40,1.0")
+    with caplog.at_level(logging.WARNING):
+        r = train_world_model(cfg_of(data, out, "--iterations", "3"), progress=False)
+    assert "ckpt_000003.pt" in caplog.text and r.resumed_from == 2
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["iteration"] for r in rows] == ["0", "1", "2"]
+
+
+def test_sigkill_mid_run_leaves_no_corrupt_file(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data, out = tmp_path / "d", tmp_path / "o"
+    script = Path(__file__).resolve().parents[1] / "train_world_model.py"
+    cmd = [sys.executable, str(script), str(data), str(out), *TINY, "--iterations", "1000"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while len(checkpoints(out)) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.3)  # somewhere inside a later iteration
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert len(checkpoints(out)) >= 2
+    for ckpt in checkpoints(out):
+        torch.load(ckpt, weights_only=False)  # every checkpoint under its final name loads
+    for ep in data.glob("episode_*.npz"):
+        load_episode(ep)  # every episode under its final name loads
+    done = torch.load(checkpoints(out)[-1], weights_only=False)["iteration"]
+    r = train_world_model(cfg_of(data, out, "--iterations", str(done + 1)), progress=False)
+    assert r.resumed_from == done and r.iterations == done + 1
+
+
+def test_resume_flags(tmp_path: Path) -> None:
+    data, out = tmp_path / "d", tmp_path / "o"
+    train_world_model(cfg_of(data, out, "--iterations", "1", "--resume"), progress=False)
+    with pytest.raises(FileExistsError, match="--no-resume"):
+        train_world_model(cfg_of(data, out, "--iterations", "2", "--no-resume"), progress=False)
+    r = train_world_model(cfg_of(data, out, "--iterations", "2", "--resume"), progress=False)
+    assert r.resumed_from == 1
+
+
+def test_resume_with_other_sizes_is_refused(tmp_path: Path) -> None:
+    train_world_model(cfg_of(tmp_path / "d", tmp_path / "o", "--iterations", "1"), progress=False)
+    before = (tmp_path / "o" / "config.resolved.yml").read_text()
+    with pytest.raises(ValueError, match="checkpoint is for model"):
+        train_world_model(
+            cfg_of(tmp_path / "d", tmp_path / "o", "--iterations", "2", "--deter-size", "9"),
+            progress=False,
+        )
+    assert (tmp_path / "o" / "config.resolved.yml").read_text() == before
+
+
+def test_seeded_runs_are_deterministic(tmp_path: Path) -> None:
+    a = train_world_model(
+        cfg_of(tmp_path / "a", tmp_path / "oa", "--iterations", "1"), progress=False
+    )
+    b = train_world_model(
+        cfg_of(tmp_path / "b", tmp_path / "ob", "--iterations", "1"), progress=False
+    )
+    assert a.last_loss == b.last_loss
+    c = train_world_model(
+        cfg_of(tmp_path / "c", tmp_path / "oc", "--iterations", "1", "--seed", "1"), progress=False
+    )
+    assert c.last_loss != a.last_loss
+
+
+def test_loading_options_train(tmp_path: Path) -> None:
+    for i, extra in enumerate(
+        [
+            ["--no_parallel_loading"],
+            ["--preload_images", "--preload_dtype", "float16"],
+            ["--cache_images", "--cache_size", "1"],
+            ["--num_workers", "1"],
+        ]
+    ):
+        r = train_world_model(
+            cfg_of(tmp_path / f"d{i}", tmp_path / f"o{i}", "--iterations", "1", *extra),
+            progress=False,
+        )
+        assert r.train_steps == 2 and np.isfinite(r.last_loss["loss"]), extra
+
+
+def test_bad_input_corrupt_files_warn_and_unwritable_output_fails(tmp_path: Path, caplog) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "episode_000000.npz").write_bytes(b"corrupt")
+    with caplog.at_level(logging.WARNING):
+        r = train_world_model(cfg_of(data, tmp_path / "o", "--iterations", "1"), progress=False)
+    assert "episode_000000.npz" in caplog.text and r.episodes == 3  # 2 seed + 1 planner
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    rc = main([str(tmp_path / "d"), str(blocker / "run"), *TINY, "--iterations", "1"])
+    assert rc == 1
+
+
+def test_flags_and_config_keys(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "c.yml"
+    cfg_file.write_text("world_loading_workers: 7\nworld_model:\n  env: racing\n")
+    cfg = parse_config(WorldModelConfig, "world_model", ["d", "o", "--config", str(cfg_file)])
+    assert (cfg.loading_workers, cfg.env, cfg.data_dir, cfg.output_dir) == (7, "racing", "d", "o")
+    cfg = parse_config(
+        WorldModelConfig,
+        "world_model",
+        ["--config", str(cfg_file), "--loading_workers", "2", "--no_parallel_loading"],
+    )
+    assert cfg.loading_workers == 2 and cfg.workers == 1 and cfg.data_dir == "data/world_episodes"
+    with pytest.raises(SystemExit) as e:
+        main(["d", "o", "--config", str(cfg_file), "--preload-images", "--cache-images"])
+    assert e.value.code == 2
+    train_world_model(cfg_of(tmp_path / "d", tmp_path / "o", "--iterations", "1"), progress=False)
+    with pytest.raises(ValueError, match="another environment"):
+        train_world_model(
+            cfg_of(tmp_path / "d", tmp_path / "o2", "--iterations", "1", "--action-repeat", "3")
+        )
+
+
+def test_racing_env_trains(tmp_path: Path) -> None:
+    r = train_world_model(
+        cfg_of(tmp_path / "d", tmp_path / "o", "--env", "racing", "--iterations", "1"),
+        progress=False,
+    )
+    assert r.train_steps == 2
+    st = EpisodeStorage(tmp_path / "d")
+    assert all(i.action_dim == 2 for i in st.discover())
+
+
+@pytest.mark.slow
+def test_cpu_preset_learns_to_reconstruct_pendulum_frames(tmp_path: Path) -> None:
+    """A real (short) run with the cpu preset's model: the reconstruction loss falls."""
+    cfg = parse_config(
+        WorldModelConfig,
+        "world_model",
+        [
+            str(tmp_path / "d"),
+            str(tmp_path / "o"),
+            "--iterations", "4",
+            "--train-steps", "25",
+            "--batch-size", "8",
+            "--seq-len", "16",
+            "--eval-every", "4",
+            "--no-tensorboard",
+        ],
+    )  # fmt: skip
+    r = train_world_model(cfg, progress=False)
+    rows = list(csv.DictReader((tmp_path / "o" / "metrics.csv").open()))
+    assert float(rows[-1]["obs_loss"]) < 0.5 * float(rows[0]["obs_loss"])
+    assert np.isfinite(r.eval_return)
