@@ -41,7 +41,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     p.add_argument("--algo", default="sac", choices=["sac", "td3"], help="off-policy algorithm")
     p.add_argument("--episodes", type=int, default=None, help="demonstration episodes (100)")
-    p.add_argument("--steps", type=int, default=None, help="env steps per setting (7500)")
+    p.add_argument("--steps", type=int, default=None, help="env steps per setting (6000)")
     p.add_argument("--eval-every", type=int, default=None, help="env steps (1500)")
     p.add_argument("--eval-episodes", type=int, default=None, help="held-out tracks (10)")
     p.add_argument(
@@ -51,7 +51,7 @@ def main() -> int:
     args = p.parse_args()
     guards = BASELINES + [(f"BC loss {w:g}", 0, w) for w in args.bc_weights]
     episodes = args.episodes or (10 if args.quick else 100)
-    steps = args.steps or (256 if args.quick else 7500)
+    steps = args.steps or (256 if args.quick else 6000)
     eval_every = args.eval_every or (128 if args.quick else 1500)
     eval_episodes = args.eval_episodes or (2 if args.quick else 10)
     t_start = time.perf_counter()

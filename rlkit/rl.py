@@ -105,7 +105,7 @@ class RLConfig:
         default=None, metadata={"help": "LeRobot demonstrations to pre-fill the replay buffer"}
     )
     bc_weight: float = field(
-        default=1.0,
+        default=10.0,
         metadata={
             "help": "SAC/TD3 with --demos: weight of a BC loss on demo actions in every actor "
             "update (0: off)"
