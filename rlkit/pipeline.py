@@ -254,7 +254,8 @@ def run_pipeline(plan: Plan, resume: bool) -> dict[str, Any]:
         cmd = [sys.executable, str(ROOT / stage.script), *args]
         log = plan.run_dir / "logs" / f"{stage.name}.log"
         print(f"\n== {stage.name}: {stage.script} {' '.join(args)}", flush=True)
-        plan.stages[stage.name] = {"status": "running", "log": str(log)}
+        resumed = state.get("status") in ("running", "interrupted", "failed")
+        plan.stages[stage.name] = {"status": "running", "log": str(log), "resumed": resumed}
         plan.save()
         t0 = time.perf_counter()
         try:
@@ -343,6 +344,7 @@ def build_summary(plan: Plan) -> dict[str, Any]:
                 "stage": stage.name,
                 "status": state.get("status", "not run"),
                 "wall_s": state.get("wall_s"),
+                "resumed": bool(state.get("resumed")),  # wall_s then covers the last attempt
                 "throughput": throughput,
                 "result": text,
                 "log": state.get("log"),
@@ -388,6 +390,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
     ]
     for r in s["stages"]:
         wall = _fmt(r["wall_s"], ".1f", " s") if r["status"] == "done" else r["status"]
+        wall += " (resumed: last attempt)" if r["resumed"] else ""
         lines.append(f"| {r['stage']} | {wall} | {r['throughput']} | {r['result']} |")
     lines.append(f"| **total** | **{s['total_wall_s']:.1f} s** | | |")
     ev = s["evaluation"]

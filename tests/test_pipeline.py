@@ -110,6 +110,7 @@ def test_tiny_run_killed_during_rl_resumes_and_writes_the_summary(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert [s["stage"] for s in summary["stages"]] == ["collect", "bc", "rl"]
     assert all(s["status"] == "done" and s["wall_s"] > 0 for s in summary["stages"])
+    assert [s["resumed"] for s in summary["stages"]] == [False, False, True]
     assert summary["workers"] == {"collect": 2, "bc": 1, "rl": 2}  # kept from the first run
     assert summary["stages"][0]["details"]["episodes"] == 3
     assert summary["stages"][0]["details"]["workers"] == 2
