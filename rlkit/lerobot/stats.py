@@ -5,7 +5,8 @@ feature ``(N,)`` gives ``(1,)``, ``count`` is always ``(1,)`` int64. Everything 
 ``std`` is the population standard deviation (``ddof=0``), as lerobot computes it.
 
 Quantiles use numpy's default (linear interpolation) definition. They cannot be pooled exactly
-from per-group summaries, so :func:`aggregate_stats` returns a conservative envelope for them.
+from per-group summaries, so :func:`aggregate_stats` returns an envelope for them (usually wider
+than the true quantile; not guaranteed for groups of a few frames).
 """
 
 from __future__ import annotations
@@ -211,9 +212,11 @@ def aggregate_stats(groups: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray
     ``var = sum n_i (sigma_i^2 + (mu_i - mean)^2) / N`` (the between-group term makes this exact
     for population variance). ``min``/``max`` are element-wise, ``count`` is summed.
 
-    Quantiles cannot be pooled exactly. They are **approximate**: a conservative envelope, the
-    minimum over groups for ``q <= 50`` and the maximum for ``q > 50`` (so normalisation ranges
-    derived from them are never too narrow). Recompute from the data when exact values matter.
+    Quantiles cannot be pooled exactly. They are **approximate**: an envelope, the minimum
+    over groups for ``q <= 50`` and the maximum for ``q > 50``, so normalisation ranges derived
+    from them are usually wider than the data's. With linear interpolation inside groups of a
+    few frames it can fall inside the true quantile, so recompute from the data when exact
+    values matter (the merger does, by default).
     Works for any stat shape, including image stats ``(3, 1, 1)``.
 
     Args:
