@@ -26,19 +26,18 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.metadata
-import json
-import math
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from rlkit.utils import write_json_atomic
 
 NAME = "bench_env"
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / f"{NAME}.json"
@@ -95,31 +94,9 @@ def report_header(name: str, t_start: float) -> dict[str, Any]:
     }
 
 
-def _clean(x: Any) -> Any:
-    """JSON-safe copy: NaN/inf become null, numpy scalars become Python numbers."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def write_json(path: Path, record: dict[str, Any]) -> None:
-    """Write ``record`` atomically: temporary file in the same folder, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_clean(record), f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``record`` atomically, NaN/inf as null (:func:`rlkit.utils.write_json_atomic`)."""
+    write_json_atomic(path, record)
 
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:

@@ -42,7 +42,6 @@ import logging
 import os
 import shlex
 import sys
-import tempfile
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -50,6 +49,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
+
+from rlkit.utils import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -578,20 +579,6 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return {f.name: _plain(getattr(cfg, f.name)) for f in _init_fields(type(cfg))}
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def command_line(argv: list[str] | None = None) -> str:
     """The shell-quoted command that started this run, e.g. ``python train_bc.py --epochs 3``.
 
@@ -633,7 +620,7 @@ def save_run_config(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in run_config_files(cfg, section=section, argv=argv).items():
-        _atomic_write_text(out / name, text)
+        write_text_atomic(out / name, text)
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,7 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from rlkit.config import ConfigError, build_parser, parse_config
-from rlkit.utils import RESULT_FILE, default_workers, json_ready, write_json_atomic
+from rlkit.utils import (
+    RESULT_FILE,
+    default_workers,
+    json_ready,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE_FILE = "pipeline.json"
@@ -286,9 +292,7 @@ def run_pipeline(plan: Plan, resume: bool) -> dict[str, Any]:
     summary = build_summary(plan)
     write_json_atomic(plan.run_dir / "summary.json", summary)
     md = summary_markdown(summary)
-    tmp = plan.run_dir / f".summary.md.tmp-{os.getpid()}"
-    tmp.write_text(md)
-    os.replace(tmp, plan.run_dir / "summary.md")
+    write_text_atomic(plan.run_dir / "summary.md", md)
     print("\n" + md)
     return summary
 

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ __all__ = [
     "episode_seed",
     "json_ready",
     "write_json_atomic",
+    "write_text_atomic",
     "RESULT_FILE",
     "SEED_STREAMS",
 ]
@@ -100,15 +102,23 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` (made JSON-safe) to ``path`` via a temporary file and ``os.replace``."""
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, then ``os.replace`` it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        tmp.write_text(json.dumps(json_ready(obj), indent=2, allow_nan=False) + "\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` (made JSON-safe by :func:`json_ready`) to ``path`` atomically."""
+    return write_text_atomic(path, json.dumps(json_ready(obj), indent=2, allow_nan=False) + "\n")

@@ -18,6 +18,7 @@ sums the rewards; an episode ends on the first terminated or truncated inner ste
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -57,7 +58,7 @@ def render_pendulum(theta: float, size: int = IMAGE_SIZE) -> np.ndarray:
     return img.astype(np.uint8)
 
 
-class PixelEnv:
+class PixelEnv(ABC):
     """A pixel environment: ``reset(seed) -> obs``, ``step(a) -> (obs, r, term, trunc)``.
 
     Observations are uint8 (64, 64, 3); actions float32 in [-1, 1] of shape (action_dim,).
@@ -66,14 +67,14 @@ class PixelEnv:
     name: str
     action_dim: int
 
-    def reset(self, seed: int | None = None) -> np.ndarray:
-        raise NotImplementedError
+    @abstractmethod
+    def reset(self, seed: int | None = None) -> np.ndarray: ...
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
-        raise NotImplementedError
+    @abstractmethod
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]: ...
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 -- optional hook: most pixel envs hold nothing
+        return None
 
 
 class _RepeatEnv(PixelEnv):
@@ -85,8 +86,9 @@ class _RepeatEnv(PixelEnv):
         self.env, self.action_repeat, self.action_scale = env, action_repeat, action_scale
         self.action_dim = int(np.prod(env.action_space.shape))
 
+    @abstractmethod
     def frame(self) -> np.ndarray:
-        raise NotImplementedError
+        """The current 64x64x3 uint8 frame of the inner env."""
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         self.env.reset(seed=seed)
