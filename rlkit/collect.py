@@ -2,7 +2,8 @@
 
 Episodes are split into chunks; a ``multiprocessing.Pool`` runs the chunks with
 ``imap_unordered`` and each worker steps its whole chunk as one batch of cars
-(:class:`~rlkit.envs.sim.RacingSim`). Episode ``k`` is seeded from ``(run seed, k)`` only, and
+(:class:`~rlkit.envs.sim.RacingSim`), computes the per-episode stats of its frames and hands
+the arrays back through shared memory. Episode ``k`` is seeded from ``(run seed, k)`` only, and
 cars in a batch never influence each other, so the dataset is byte-for-byte the same for
 any ``--workers`` and chunking.
 
@@ -13,6 +14,7 @@ so the data shows how the expert recovers), ``next.reward``, ``next.done``.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import json
 import logging
@@ -22,6 +24,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from multiprocessing import shared_memory
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from tqdm.auto import tqdm
 from rlkit.config import run_config_files
 from rlkit.envs.expert import Expert
 from rlkit.envs.sim import RacingConfig, RacingSim
+from rlkit.lerobot.stats import episode_stats_arrays
 from rlkit.utils import RESULT_FILE, default_workers, episode_seed, write_json_atomic
 
 __all__ = ["CollectConfig", "CollectError", "CollectResult", "collect", "run_episodes"]
@@ -124,14 +128,19 @@ class CollectResult:
         return d
 
 
-def run_episodes(
-    indices: list[int], seed: int, noise: float, env_config: RacingConfig, expert: Expert
-) -> list[dict[str, Any]]:
-    """Drive the episodes ``indices`` as one batch of cars; one dict per episode.
+FRAME_COLUMNS = ("observation.state", "action", "next.reward", "next.done")
 
-    Each dict has ``index``, ``obs`` (T, D) float32, ``action`` (T, 2) float32,
-    ``reward`` (T,) float32, ``terminated`` (bool), ``return``, ``laps`` and
-    ``first_lap_time`` (seconds or NaN).
+
+def _run_chunk(
+    indices: list[int], seed: int, noise: float, env_config: RacingConfig, expert: Expert
+) -> dict[str, Any]:
+    """Drive the episodes ``indices`` as one batch of cars.
+
+    Returns a dict with ``indices``; ``lengths`` (n,); ``frames``: the :data:`FRAME_COLUMNS`
+    arrays, episodes concatenated in ``indices`` order; ``stats``: their per-episode LeRobot
+    stats (computed here, in the worker, rather than serially by the writer); ``summary``:
+    per-episode ``return`` (float64 sum of rewards), ``laps``, ``first_lap_time`` (seconds or
+    NaN) and ``terminated``.
     """
     n, horizon = len(indices), env_config.max_episode_steps
     sim = RacingSim(n, env_config)
@@ -168,54 +177,157 @@ def run_episodes(
             break
         live = np.flatnonzero(alive)
         obs[t + 1, live] = sim.observe(live)  # finished cars are no longer observed
-    episodes = []
-    for k, ep in enumerate(indices):
-        ln = int(length[k])
-        episodes.append(
-            {
-                "index": ep,
-                "obs": obs[:ln, k].copy(),
-                "action": act[:ln, k].copy(),
-                "reward": rew[:ln, k].copy(),
-                "terminated": bool(terminated[k]),
-                "return": float(rew[:ln, k].astype(np.float64).sum()),
-                "laps": float(laps[k]),
-                "first_lap_time": float(first_lap[k]),
-            }
-        )
-    return episodes
+
+    # Time-major (T, n, ...) -> episodes one after another: one boolean gather per column.
+    valid = np.arange(horizon)[None, :] < length[:, None]  # (n, T)
+    bounds = np.concatenate([[0], np.cumsum(length)])
+    done = np.zeros(int(bounds[-1]), dtype=bool)
+    done[bounds[1:] - 1] = True
+    frames = {
+        "observation.state": obs.swapaxes(0, 1)[valid],
+        "action": act.swapaxes(0, 1)[valid],
+        "next.reward": rew.T[valid],
+        "next.done": done,
+    }
+    return {
+        "indices": list(indices),
+        "lengths": length,
+        "frames": frames,
+        "stats": {k: episode_stats_arrays(v, bounds) for k, v in frames.items()},
+        "summary": {
+            "return": np.add.reduceat(frames["next.reward"].astype(np.float64), bounds[:-1]),
+            "laps": laps,
+            "first_lap_time": first_lap,
+            "terminated": terminated,
+        },
+    }
 
 
-_ARRAYS = ("obs", "action", "reward")
+def run_episodes(
+    indices: list[int], seed: int, noise: float, env_config: RacingConfig, expert: Expert
+) -> list[dict[str, Any]]:
+    """Drive the episodes ``indices`` as one batch of cars; one dict per episode.
 
-
-def _run_chunk(task: tuple[list[int], int, float, RacingConfig, Expert]) -> dict[str, Any]:
-    """Worker entry: one chunk, packed as a few large arrays (cheap to pickle back)."""
-    episodes = run_episodes(*task)
-    packed: dict[str, Any] = {k: np.concatenate([ep[k] for ep in episodes]) for k in _ARRAYS}
-    packed["meta"] = [{k: v for k, v in ep.items() if k not in _ARRAYS} for ep in episodes]
-    packed["lengths"] = [len(ep["reward"]) for ep in episodes]
-    return packed
-
-
-def _unpack(packed: dict[str, Any]) -> list[dict[str, Any]]:
-    bounds = np.cumsum([0, *packed["lengths"]])
+    Each dict has ``index``, ``obs`` (T, D) float32, ``action`` (T, 2) float32,
+    ``reward`` (T,) float32, ``terminated`` (bool), ``return``, ``laps`` and
+    ``first_lap_time`` (seconds or NaN).
+    """
+    chunk = _run_chunk(indices, seed, noise, env_config, expert)
+    bounds = np.concatenate([[0], np.cumsum(chunk["lengths"])])
+    frames, summary = chunk["frames"], chunk["summary"]
     return [
-        {**meta, **{k: packed[k][bounds[i] : bounds[i + 1]] for k in _ARRAYS}}
-        for i, meta in enumerate(packed["meta"])
+        {
+            "index": ep,
+            "obs": frames["observation.state"][bounds[k] : bounds[k + 1]],
+            "action": frames["action"][bounds[k] : bounds[k + 1]],
+            "reward": frames["next.reward"][bounds[k] : bounds[k + 1]],
+            "terminated": bool(summary["terminated"][k]),
+            "return": float(summary["return"][k]),
+            "laps": float(summary["laps"][k]),
+            "first_lap_time": float(summary["first_lap_time"][k]),
+        }
+        for k, ep in enumerate(chunk["indices"])
     ]
 
 
-def _chunks(n_episodes: int, workers: int, chunk_size: int | None) -> list[list[int]]:
-    """Episode index chunks of at most 256 cars (one batch each), ~3 per worker.
+# Results travel back from the workers through shared memory: a chunk is ~100 bytes a frame
+# (25 MB for 256 cars), and pushing that through the pool's pipe 64 KiB at a time took
+# 0.3-0.6 s per chunk on 2 busy cores, during which the worker sat idle.
+_SHM_DIR = "/dev/shm"
 
-    Measured on 2 cores (1000 episodes): a 256-car batch steps ~1.6x more car-steps/s than a
-    64-car one, so one process runs the fewest, largest batches; with several workers ~3 chunks
-    each balance the load (crashed episodes end early) at little cost in batch size. Shrinking
-    the last chunks (guided scheduling) cost more in small batches than it saved at the end.
+
+def _keep_freed_memory() -> None:
+    """Let glibc keep freed blocks of up to 64 MiB for reuse instead of returning them to the OS.
+
+    The simulator's per-step temporaries are a few hundred KiB: by default glibc maps fresh
+    pages for each and unmaps them on free until its adaptive thresholds catch up, which cost
+    ~100,000 page faults (0.4 s) in each process's first batch. No-op without glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    mallopt(m_mmap_threshold, 64 << 20)
+    mallopt(m_trim_threshold, 256 << 20)
+
+
+def _worker_run_chunk(task: tuple[list[int], int, float, RacingConfig, Expert]) -> dict[str, Any]:
+    """Worker entry: drive a chunk; its arrays go back in one shared-memory block."""
+    return _to_shared(_run_chunk(*task))
+
+
+def _array_leaves(tree: dict[str, Any], prefix: tuple[str, ...] = ()):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _array_leaves(value, (*prefix, key))
+        elif isinstance(value, np.ndarray):
+            yield (*prefix, key), value
+
+
+def _to_shared(chunk: dict[str, Any]) -> dict[str, Any]:
+    """Move the arrays of ``chunk`` into one :class:`SharedMemory` block (returns a skeleton).
+
+    Falls back to returning ``chunk`` as is (pickled through the pipe) when shared memory is
+    missing or has less than 4x the block free (small ``/dev/shm`` in containers).
+    """
+    leaves = list(_array_leaves(chunk))
+    offsets, total = [], 0
+    for _, arr in leaves:
+        offsets.append(total)
+        total += -(-arr.nbytes // 64) * 64  # 64-byte aligned
+    try:
+        st = os.statvfs(_SHM_DIR)
+        if st.f_bavail * st.f_frsize < 4 * total:
+            return chunk
+        block = shared_memory.SharedMemory(create=True, size=max(total, 1))
+    except OSError:
+        return chunk
+    layout = []
+    try:
+        for (path, arr), off in zip(leaves, offsets, strict=True):
+            view = np.ndarray(arr.shape, arr.dtype, buffer=block.buf, offset=off)
+            view[...] = arr
+            layout.append((path, arr.dtype.str, arr.shape, off))
+            del view
+    except BaseException:
+        block.close()
+        block.unlink()
+        raise
+    block.close()
+    skeleton = {k: v for k, v in chunk.items() if not isinstance(v, (dict, np.ndarray))}
+    return {**skeleton, "shared": (block.name, layout)}
+
+
+def _from_shared(msg: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`_to_shared` in the parent: copy the arrays out, free the block."""
+    if "shared" not in msg:
+        return msg
+    name, layout = msg.pop("shared")
+    block = shared_memory.SharedMemory(name=name)
+    try:
+        for path, dtype, shape, off in layout:
+            node = msg
+            for key in path[:-1]:
+                node = node.setdefault(key, {})
+            node[path[-1]] = np.ndarray(shape, np.dtype(dtype), buffer=block.buf, offset=off).copy()
+    finally:
+        block.close()
+        block.unlink()
+    return msg
+
+
+def _chunks(n_episodes: int, workers: int, chunk_size: int | None) -> list[list[int]]:
+    """Episode index chunks of at most 256 cars (one batch each), ~2 per worker.
+
+    Measured on 2 cores (ms per car-episode of 1000 steps): 64 cars 12.5, 128 10.9, 167 9.9,
+    256 9.0, 500 8.6; so one process runs the fewest, largest batches, and several workers take
+    ~2 chunks each: enough to balance the load (crashed episodes end early) and to stream the
+    first chunks into the dataset while the last ones are driven. Shrinking the last chunks
+    (guided scheduling) cost more in small batches than it saved at the end.
     """
     if chunk_size is None:
-        per_worker = 1 if workers == 1 else 3  # one process needs no balancing
+        per_worker = 1 if workers == 1 else 2  # one process needs no balancing
         chunk_size = min(256, max(1, math.ceil(n_episodes / (per_worker * workers))))
     return [
         list(range(i, min(i + chunk_size, n_episodes))) for i in range(0, n_episodes, chunk_size)
@@ -230,7 +342,7 @@ def _imap_watching_workers(pool: Any, tasks: list[Any]):
     processes are watched while waiting.
     """
     procs = list(pool._pool)  # the workers this pool started; they only exit if killed
-    it = pool.imap_unordered(_run_chunk, tasks)
+    it = pool.imap_unordered(_worker_run_chunk, tasks)
     for _ in range(len(tasks)):
         while True:
             try:
@@ -299,87 +411,118 @@ def collect(
     _check_output(out, cfg.overwrite)
     # The writer needs pandas/pyarrow (~0.4 s to import): load them in the background while
     # the episodes are driven, not serially after. Workers never import them.
-    threading.Thread(target=importlib.import_module, args=("rlkit.lerobot",), daemon=True).start()
+    threading.Thread(
+        target=importlib.import_module, args=("rlkit.lerobot.writer",), daemon=True
+    ).start()
     env_config = env_config or cfg.env_config()
     expert = expert or Expert()
     workers = cfg.num_workers
-    chunks = _chunks(cfg.episodes, workers, cfg.chunk_size)
-    tasks = [(c, cfg.seed, cfg.noise, env_config, expert) for c in chunks]
-    results: dict[int, dict[str, Any]] = {}
+    tasks = [
+        (c, cfg.seed, cfg.noise, env_config, expert)
+        for c in _chunks(cfg.episodes, workers, cfg.chunk_size)
+    ]
+    # Chunks arrive in any order; each one that extends the written prefix of episodes goes
+    # to the dataset writer at once, so the parquet encoding overlaps the driving.
+    pending: dict[int, dict[str, Any]] = {}  # first episode index -> chunk
+    written: list[dict[str, Any]] = []
+    writer = None
     bar = tqdm(
         total=cfg.episodes, desc="collect", unit="ep", disable=not progress, dynamic_ncols=True
     )
+    driven = _drive(tasks, workers)
+    try:
+        for chunk in driven:
+            bar.update(len(chunk["indices"]))
+            pending[chunk["indices"][0]] = chunk
+            next_ep = sum(len(c["indices"]) for c in written)
+            while next_ep in pending:
+                if writer is None:
+                    writer = _dataset_writer(cfg, env_config)
+                chunk = pending.pop(next_ep)
+                frames = dict(chunk["frames"])
+                frames["episode_index"] = np.repeat(
+                    np.asarray(chunk["indices"], dtype=np.int64), chunk["lengths"]
+                )
+                writer.add(frames, chunk["stats"])
+                del chunk["frames"], chunk["stats"]  # the writer holds the arrays now
+                written.append(chunk)
+                next_ep += len(chunk["indices"])
+        bar.close()
+        t_drive = time.perf_counter() - t0
+        assert writer is not None and not pending
+        extra = run_config_files(cfg, section="collect", argv=argv)
+        extra[ENV_META] = json.dumps(env_config.to_dict(), indent=2) + "\n"
+        writer.close(extra)
+    except BaseException:
+        bar.close()
+        driven.close()  # stops the pool now, not when the generator is collected
+        if writer is not None:
+            writer.abort()
+        raise
+
+    lengths = np.concatenate([c["lengths"] for c in written])
+    summary = {k: np.concatenate([c["summary"][k] for c in written]) for k in written[0]["summary"]}
+    first_laps = summary["first_lap_time"]
+    laps_ok = ~np.isnan(first_laps)
+    result = CollectResult(
+        output=out,
+        episodes=cfg.episodes,
+        frames=int(lengths.sum()),
+        wall_s=time.perf_counter() - t0,
+        mean_return=float(summary["return"].mean()),
+        lap_rate=float(laps_ok.mean()),
+        crash_rate=float(summary["terminated"].mean()),
+        mean_first_lap_s=float(first_laps[laps_ok].mean()) if laps_ok.any() else math.nan,
+        workers=workers,
+    )
+    write_json_atomic(out / RESULT_FILE, result.to_dict())
+    logger.info(
+        "collected %d episodes (%d frames) in %.2fs: %.2fs driving and streaming, "
+        "%.2fs finishing the dataset",
+        result.episodes,
+        result.frames,
+        result.wall_s,
+        t_drive,
+        result.wall_s - t_drive,
+    )
+    return result
+
+
+def _drive(tasks: list[tuple[Any, ...]], workers: int):
+    """Yield driven chunks as they finish: in this process for one worker, else from a pool.
+
+    Raises:
+        CollectError: a worker raised (its traceback is in the message) or died.
+    """
     try:
         if workers == 1:
+            _keep_freed_memory()
             for task in tasks:
-                for ep in run_episodes(*task):
-                    results[ep["index"]] = ep
-                bar.update(len(task[0]))
-        else:
-            with _pool_context().Pool(processes=min(workers, len(tasks))) as pool:
-                for packed in _imap_watching_workers(pool, tasks):
-                    for ep in _unpack(packed):
-                        results[ep["index"]] = ep
-                    bar.update(len(packed["lengths"]))
+                yield _run_chunk(*task)
+            return
+        ctx = _pool_context()
+        with ctx.Pool(min(workers, len(tasks)), initializer=_keep_freed_memory) as pool:
+            for msg in _imap_watching_workers(pool, tasks):
+                yield _from_shared(msg)
     except CollectError:
         raise
     except Exception as e:
         remote = getattr(e, "__cause__", None)
         detail = f"\n{remote}" if remote is not None else ""
         raise CollectError(f"a collection worker failed: {type(e).__name__}: {e}{detail}") from e
-    finally:
-        bar.close()
 
-    t_sim = time.perf_counter() - t0
-    episodes = [results[i] for i in range(cfg.episodes)]
-    lengths = np.array([len(ep["reward"]) for ep in episodes])
-    done = np.zeros(int(lengths.sum()), dtype=bool)
-    done[np.cumsum(lengths) - 1] = True
-    data = {
-        "observation.state": np.concatenate([ep["obs"] for ep in episodes]),
-        "action": np.concatenate([ep["action"] for ep in episodes]),
-        "next.reward": np.concatenate([ep["reward"] for ep in episodes]),
-        "next.done": done,
-        "episode_index": np.repeat(np.arange(cfg.episodes, dtype=np.int64), lengths),
-    }
-    first_laps = np.array([ep["first_lap_time"] for ep in episodes])
-    laps_ok = ~np.isnan(first_laps)
-    result = CollectResult(
-        output=out,
-        episodes=cfg.episodes,
-        frames=int(lengths.sum()),
-        wall_s=0.0,
-        mean_return=float(np.mean([ep["return"] for ep in episodes])),
-        lap_rate=float(laps_ok.mean()),
-        crash_rate=float(np.mean([ep["terminated"] for ep in episodes])),
-        mean_first_lap_s=float(first_laps[laps_ok].mean()) if laps_ok.any() else math.nan,
-        workers=workers,
-    )
-    from rlkit.lerobot import write_dataset  # waits for the background import if still running
 
-    extra = run_config_files(cfg, section="collect", argv=argv)
-    extra[ENV_META] = json.dumps(env_config.to_dict(), indent=2) + "\n"
-    write_dataset(
-        out,
-        data,
+def _dataset_writer(cfg: CollectConfig, env_config: RacingConfig):
+    from rlkit.lerobot.writer import DatasetWriter  # waits for the background import
+
+    return DatasetWriter(
+        cfg.output,
         fps=round(1.0 / env_config.dt),
         tasks=[TASK],
         feature_names={"observation.state": env_config.obs_names, "action": ["steer", "throttle"]},
         robot_type="rlkit_racing_car",
         overwrite=cfg.overwrite,
-        extra_files=extra,
     )
-    result.wall_s = time.perf_counter() - t0
-    write_json_atomic(out / RESULT_FILE, result.to_dict())
-    logger.info(
-        "collected %d episodes (%d frames) in %.2fs: %.2fs driving, %.2fs writing",
-        result.episodes,
-        result.frames,
-        result.wall_s,
-        t_sim,
-        result.wall_s - t_sim,
-    )
-    return result
 
 
 def load_env_config(dataset_root: str | Path) -> RacingConfig | None:

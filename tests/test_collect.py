@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -208,3 +209,42 @@ def generate_track_length(ep):
     sim = RacingSim(1)
     sim.reset_car(0, seeding.np_random(episode_seed(1, ep["index"], "demo"))[0])
     return sim.tracks[0].length
+
+
+def test_results_come_back_through_shared_memory_or_the_pipe_and_nothing_leaks(
+    tmp_path, monkeypatch
+):
+    import rlkit.collect as collect_mod
+
+    def shm_blocks():  # SharedMemory names start with psm_ (the pool's semaphores: sem.*)
+        return {p.name for p in Path("/dev/shm").glob("psm_*")}
+
+    before = shm_blocks()
+    cfg = dict(episodes=6, workers=2, chunk_size=2, **SMALL)
+    collect(CollectConfig(output=str(tmp_path / "shm"), **cfg), progress=False)
+    assert shm_blocks() == before  # every block was unlinked by the parent
+    # No usable shared memory (a container with a tiny /dev/shm): the pipe carries the arrays.
+    monkeypatch.setattr(collect_mod, "_SHM_DIR", str(tmp_path / "no-such-dir"))
+    collect(CollectConfig(output=str(tmp_path / "pipe"), **cfg), progress=False)
+    ta, tb = _data_tables(tmp_path / "shm"), _data_tables(tmp_path / "pipe")
+    assert all(x.equals(y) for x, y in zip(ta, tb, strict=True))
+
+
+def test_shared_memory_round_trip_keeps_every_array():
+    from rlkit.collect import _from_shared, _to_shared
+
+    rng = np.random.default_rng(0)
+    chunk = {
+        "indices": [3, 4],
+        "lengths": np.array([5, 7]),
+        "frames": {"a": rng.standard_normal((12, 3)).astype(np.float32), "b": np.ones(12, bool)},
+        "stats": {"a": {"mean": rng.standard_normal((2, 3))}},
+    }
+    msg = _to_shared(dict(chunk))
+    assert set(msg) == {"indices", "shared"}  # only the skeleton travels through the pipe
+    back = _from_shared(msg)
+    assert back["indices"] == [3, 4] and np.array_equal(back["lengths"], chunk["lengths"])
+    for key in ("a", "b"):
+        assert back["frames"][key].dtype == chunk["frames"][key].dtype
+        assert np.array_equal(back["frames"][key], chunk["frames"][key])
+    assert np.array_equal(back["stats"]["a"]["mean"], chunk["stats"]["a"]["mean"])

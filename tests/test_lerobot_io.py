@@ -21,6 +21,7 @@ from rlkit.lerobot import (
     open_dataset,
     write_dataset,
 )
+from rlkit.lerobot.writer import DatasetWriter
 
 FPS = 20
 STATE_DIM = 5
@@ -463,3 +464,108 @@ def test_invalid_input_raises_and_leaves_nothing(tmp_path: Path, case: str) -> N
     with pytest.raises(LeRobotFormatError, match=column):
         write_dataset(tmp_path / "out", data, fps=FPS, tasks=TASKS)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- streaming writer
+def _batches(data: dict[str, np.ndarray], cuts: list[int]) -> list[dict[str, np.ndarray]]:
+    """Split frame arrays at episode boundaries ``cuts`` (episode numbers)."""
+    ep = data["episode_index"]
+    rows = [0, *(int(np.searchsorted(ep, c)) for c in cuts), len(ep)]
+    return [{k: v[a:b] for k, v in data.items()} for a, b in zip(rows, rows[1:], strict=False)]
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_streamed_batches_write_the_same_bytes_as_one_call(tmp_path: Path) -> None:
+    data = make_data(lengths=[7, 12, 7, 3, 9, 4, 11])
+    opts = {"fps": FPS, "tasks": TASKS, "data_files_size_in_mb": 0.0008, "chunks_size": 2}
+    whole = write_dataset(tmp_path / "whole", data, **opts)
+    with DatasetWriter(tmp_path / "streamed", **opts) as w:
+        for batch in _batches(data, [2, 3, 6]):
+            w.add(batch)
+        assert (w.num_episodes, w.num_frames) == (7, len(data["episode_index"]))
+        streamed = w.close()
+    assert len(list((whole / "data").glob("chunk-*"))) > 2  # rolled over files and chunks
+    assert _tree(whole) == _tree(streamed)
+
+
+def test_streamed_batch_errors_name_the_problem_and_abort_leaves_nothing(tmp_path: Path) -> None:
+    data = make_data()
+    first, second = _batches(data, [2])
+    with DatasetWriter(tmp_path / "out", fps=FPS, tasks=TASKS) as w:
+        w.add(first)
+        with pytest.raises(LeRobotFormatError, match="sorted from 2"):
+            w.add(first)  # episode_index must continue at 2
+        wrong = dict(second, action=second["action"].astype(np.float64))
+        with pytest.raises(LeRobotFormatError, match="'action'.*first batch"):
+            w.add(wrong)
+        w.add(second)  # a rejected batch leaves the writer usable
+        w.abort()
+    assert list(tmp_path.iterdir()) == []
+    with (
+        DatasetWriter(tmp_path / "empty", fps=FPS) as w,
+        pytest.raises(LeRobotFormatError, match="no episodes"),
+    ):
+        w.close()
+    with (
+        pytest.raises(ZeroDivisionError),
+        DatasetWriter(tmp_path / "out", fps=FPS, tasks=TASKS) as w,
+    ):
+        w.add(first)
+        raise ZeroDivisionError  # an exception inside the block discards everything
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_precomputed_episode_stats_are_used_and_checked(tmp_path: Path) -> None:
+    from rlkit.lerobot.stats import episode_stats_arrays
+
+    data = make_data()
+    bounds = bounds_of(LENGTHS)
+    given = {"action": episode_stats_arrays(data["action"], bounds)}
+    a = write_dataset(tmp_path / "a", data, fps=FPS, tasks=TASKS)
+    b = write_dataset(tmp_path / "b", data, fps=FPS, tasks=TASKS, episode_stats=given)
+    assert _tree(a) == _tree(b)
+    # A different (but well-formed) value is written as given: the writer trusts the shape
+    # checks below, not a recomputation.
+    shifted = {"action": {**given["action"], "mean": given["action"]["mean"] + 1.0}}
+    c = write_dataset(tmp_path / "c", data, fps=FPS, tasks=TASKS, episode_stats=shifted)
+    got = pq.read_table(c / "meta/episodes/chunk-000/file-000.parquet")["stats/action/mean"]
+    np.testing.assert_allclose(
+        np.stack(got.to_numpy(zero_copy_only=False)), shifted["action"]["mean"]
+    )
+    bad = {
+        "unknown column": ({"nope": given["action"]}, "no such column"),
+        "missing stat": (
+            {"action": {k: v for k, v in given["action"].items() if k != "q50"}},
+            "exactly the stats",
+        ),
+        "wrong shape": (
+            {"action": {**given["action"], "min": given["action"]["min"][:, :1]}},
+            "shape",
+        ),
+        "wrong count": (
+            {"action": {**given["action"], "count": given["action"]["count"] + 1}},
+            "episode lengths",
+        ),
+    }
+    for name, (stats, message) in bad.items():
+        with pytest.raises(LeRobotFormatError, match=message):
+            write_dataset(tmp_path / name, data, fps=FPS, tasks=TASKS, episode_stats=stats)
+        assert not (tmp_path / name).exists()
+
+
+def test_compute_stats_of_parts_equals_stats_of_the_concatenation() -> None:
+    rng = np.random.default_rng(7)
+    parts = [rng.standard_normal((n, 3)).astype(np.float32) for n in (5, 40, 1, 17)]
+    whole = np.concatenate(parts)
+    got, ref = compute_stats(parts), compute_stats(whole)
+    for key in ref:
+        np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
+    # float32 data is sorted as float32; the stats are still float64 and exact.
+    for q, name in ((0.01, "q01"), (0.5, "q50"), (0.99, "q99")):
+        np.testing.assert_allclose(ref[name], np.quantile(whole.astype(np.float64), q, axis=0))
+    np.testing.assert_allclose(ref["mean"], whole.astype(np.float64).mean(axis=0), rtol=1e-12)
+    with pytest.raises(ValueError, match="same trailing shape"):
+        compute_stats([parts[0], parts[1][:, :2]])

@@ -25,7 +25,7 @@ _QUANTILE_BATCH_ELEMENTS = 4 * 1024 * 1024
 
 def _as_2d(values: np.ndarray) -> np.ndarray:
     """Check ``values`` is numeric/bool with a frame axis; return it as ``(N, ...)``, 1-D input
-    as ``(N, 1)``. The dtype is kept: callers cast to float64 block by block."""
+    as ``(N, 1)``. The dtype is kept: callers cast block by block (see :func:`_work_dtype`)."""
     arr = np.asarray(values)
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"values must be numeric or bool, got dtype {arr.dtype}")
@@ -46,18 +46,19 @@ def _lerp_sorted(s: np.ndarray, probs: list[float]) -> np.ndarray:
         lo = int(np.floor(virtual))
         hi = min(lo + 1, n - 1)
         gamma = virtual - lo
-        a, b = s[..., lo], s[..., hi]
+        a, b = s[..., lo].astype(np.float64), s[..., hi].astype(np.float64)
         # same two-sided lerp as numpy, so results match np.quantile bit for bit in practice
         out[i] = b - (b - a) * (1 - gamma) if gamma >= 0.5 else a + (b - a) * gamma
     return out
 
 
 def _stats_of_sorted(s: np.ndarray, quantiles: bool) -> dict[str, np.ndarray]:
-    """Stats over the last axis of ``s`` (float64, sorted along that axis if ``quantiles``)."""
-    mean = s.mean(axis=-1)
+    """Stats over the last axis of ``s`` (sorted along that axis if ``quantiles``), in float64
+    whatever the dtype of ``s`` (float32 or float64)."""
+    mean = s.mean(axis=-1, dtype=np.float64)
     out = {
-        "min": s[..., 0].copy() if quantiles else s.min(axis=-1),
-        "max": s[..., -1].copy() if quantiles else s.max(axis=-1),
+        "min": (s[..., 0] if quantiles else s.min(axis=-1)).astype(np.float64),
+        "max": (s[..., -1] if quantiles else s.max(axis=-1)).astype(np.float64),
         "mean": mean,
         # population std (ddof=0), two-pass for accuracy
         "std": np.sqrt(np.mean(np.square(s - mean[..., None]), axis=-1)),
@@ -69,12 +70,22 @@ def _stats_of_sorted(s: np.ndarray, quantiles: bool) -> dict[str, np.ndarray]:
     return out
 
 
-def compute_stats(values: np.ndarray, *, quantiles: bool = True) -> dict[str, np.ndarray]:
+def _work_dtype(arr: np.ndarray) -> type:
+    """dtype to sort in: float32 data stays float32 (the order and every value are the same in
+    float64, and the sort runs ~1.8x faster); everything else is sorted as float64."""
+    return np.float32 if arr.dtype in (np.float32, np.float16) else np.float64
+
+
+def compute_stats(
+    values: np.ndarray | list[np.ndarray], *, quantiles: bool = True
+) -> dict[str, np.ndarray]:
     """Compute lerobot statistics of one feature over its first (frame) axis.
 
     Args:
         values: ``(N,)`` or ``(N, D)`` numeric array (bool is cast to float). Higher-rank
-            input ``(N, *S)`` is reduced over axis 0 only, giving stats of shape ``S``.
+            input ``(N, *S)`` is reduced over axis 0 only, giving stats of shape ``S``. A list
+            of such arrays (same trailing shape and dtype) is treated as their concatenation
+            along axis 0, without building it.
         quantiles: Also compute ``q01 q10 q50 q90 q99`` (exact, numpy's linear method).
 
     Returns:
@@ -82,23 +93,30 @@ def compute_stats(values: np.ndarray, *, quantiles: bool = True) -> dict[str, np
         ``count`` (int64, shape ``(1,)``) and, if requested, the quantiles (same shape as mean).
 
     Raises:
-        ValueError: If ``values`` is empty or not numeric.
+        ValueError: If ``values`` is empty or not numeric, or list parts do not match.
     """
-    arr = _as_2d(values)
-    n = arr.shape[0]
+    arrs = [_as_2d(v) for v in values] if isinstance(values, (list, tuple)) else [_as_2d(values)]
+    if not arrs or any(a.shape[1:] != arrs[0].shape[1:] or a.dtype != arrs[0].dtype for a in arrs):
+        raise ValueError(
+            "values must be an array or a non-empty list of arrays with the same trailing shape "
+            f"and dtype, got {[(a.shape, str(a.dtype)) for a in arrs]}"
+        )
+    n = sum(a.shape[0] for a in arrs)
     if n == 0:
         raise ValueError("values must contain at least one frame, got 0")
-    feat_shape = arr.shape[1:]
-    flat = arr.reshape(n, -1)
-    width = flat.shape[1]
+    feat_shape = arrs[0].shape[1:]
+    flats = [a.reshape(a.shape[0], -1) for a in arrs]
+    width = flats[0].shape[1]
+    starts = np.cumsum([0] + [f.shape[0] for f in flats])
     parts: list[dict[str, np.ndarray]] = []
-    # Work on a few columns at a time, transposed to contiguous float64 rows: sorting and
+    # Work on a few columns at a time, transposed to contiguous rows: sorting and
     # reducing along a contiguous axis is several times faster than along axis 0, and the
     # temporaries stay small (~_QUANTILE_BATCH_ELEMENTS).
     cols_per_block = max(1, _QUANTILE_BATCH_ELEMENTS // n)
     for j in range(0, width, cols_per_block):
-        block = np.empty((min(cols_per_block, width - j), n), dtype=np.float64)
-        block[...] = flat[:, j : j + cols_per_block].T
+        block = np.empty((min(cols_per_block, width - j), n), dtype=_work_dtype(arrs[0]))
+        for flat, lo, hi in zip(flats, starts[:-1], starts[1:], strict=True):
+            block[:, lo:hi] = flat[:, j : j + cols_per_block].T
         if quantiles:
             block.sort(axis=-1)
         parts.append(_stats_of_sorted(block, quantiles))
@@ -174,7 +192,7 @@ def episode_stats_arrays(
                 src = x[s0 : s0 + k * length].reshape(k, length, width)
             else:
                 src = x[starts[sel][:, None] + np.arange(length)[None, :]]
-            block = np.empty((k, width, length), dtype=np.float64)
+            block = np.empty((k, width, length), dtype=_work_dtype(x))
             block[...] = src.transpose(0, 2, 1)
             block.sort(axis=-1)
             for name, value in _stats_of_sorted(block, True).items():

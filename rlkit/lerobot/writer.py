@@ -29,6 +29,7 @@ is written into a hidden sibling folder and moved into place with ``os.replace``
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import logging
@@ -53,7 +54,7 @@ from rlkit.lerobot.reader import (
     TASKS_PATH,
     LeRobotFormatError,
 )
-from rlkit.lerobot.stats import compute_stats, episode_stats_arrays
+from rlkit.lerobot.stats import BASIC_STATS, QUANTILES, compute_stats, episode_stats_arrays
 from rlkit.utils import available_cores
 
 logger = logging.getLogger(__name__)
@@ -71,15 +72,9 @@ def _hf_feature(dtype: str, shape: tuple[int, ...]) -> dict[str, Any]:
     return {"feature": value, "length": shape[0], "_type": "Sequence"}
 
 
-def _validate_inputs(
-    data: dict[str, np.ndarray],
-    fps: int,
-    tasks: list[str],
-    feature_names: dict[str, list[str]],
-    data_files_size_in_mb: float,
-    chunks_size: int,
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Check everything up front; return the arrays with index columns added and the bounds."""
+def _validate_options(
+    fps: int, tasks: list[str], data_files_size_in_mb: float, chunks_size: int
+) -> None:
     if isinstance(fps, bool) or not isinstance(fps, (int, np.integer)) or fps <= 0:
         raise LeRobotFormatError(f"fps must be a positive int, got {fps!r}")
     if not data_files_size_in_mb > 0:
@@ -99,6 +94,19 @@ def _validate_inputs(
         raise LeRobotFormatError(
             f"tasks must be unique (row order = task_index), got {dup!r} twice"
         )
+
+
+def _validate_inputs(
+    data: dict[str, np.ndarray],
+    fps: int,
+    tasks: list[str],
+    feature_names: dict[str, list[str]],
+    first_episode: int = 0,
+    first_frame: int = 0,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Check a batch of whole episodes; return the arrays with index columns added and the
+    episode bounds (row offsets within the batch). The batch continues a dataset that already
+    has ``first_episode`` episodes and ``first_frame`` frames."""
     if not data:
         raise LeRobotFormatError("data is empty; pass at least 'episode_index' and one feature")
     if "episode_index" not in data:
@@ -156,13 +164,15 @@ def _validate_inputs(
         )
     ep = ep.astype(np.int64)
     steps = np.diff(ep)
-    if ep[0] != 0 or np.any((steps != 0) & (steps != 1)):
-        bad = 0 if ep[0] != 0 else int(np.flatnonzero((steps != 0) & (steps != 1))[0]) + 1
+    if ep[0] != first_episode or np.any((steps != 0) & (steps != 1)):
+        bad = (
+            0 if ep[0] != first_episode else int(np.flatnonzero((steps != 0) & (steps != 1))[0]) + 1
+        )
         prev = "start" if bad == 0 else f"{ep[bad - 1]} at frame {bad - 1}"
         raise LeRobotFormatError(
-            f"data['episode_index'] must be contiguous and sorted from 0 (each episode's frames "
-            f"together, episodes numbered 0..E-1 in order); frame {bad} has {ep[bad]} after "
-            f"{prev}"
+            f"data['episode_index'] must be contiguous and sorted from {first_episode} (each "
+            f"episode's frames together, episodes numbered in order); frame {bad} has "
+            f"{ep[bad]} after {prev}"
         )
     arrays["episode_index"] = ep
     bounds = np.concatenate([[0], np.flatnonzero(steps) + 1, [n]]).astype(np.int64)
@@ -172,7 +182,7 @@ def _validate_inputs(
 
     derived = {
         "frame_index": frame_index,
-        "index": np.arange(n, dtype=np.int64),
+        "index": np.arange(first_frame, first_frame + n, dtype=np.int64),
         "timestamp": (frame_index / fps).astype(np.float32),
     }
     for key, expected in derived.items():
@@ -191,7 +201,7 @@ def _validate_inputs(
                     f"data[{key!r}] must be an int array, got dtype {got.dtype}"
                 )
             bad_mask = got != expected
-            fix = "0.. per episode" if key == "frame_index" else "0..N-1 in row order"
+            fix = "0.. per episode" if key == "frame_index" else "0..N-1 in dataset row order"
         if bad_mask.any():
             row = int(np.flatnonzero(bad_mask)[0])
             raise LeRobotFormatError(
@@ -232,6 +242,44 @@ def _validate_inputs(
     return arrays, bounds
 
 
+def _check_episode_stats(
+    episode_stats: dict[str, dict[str, np.ndarray]],
+    arrays: dict[str, np.ndarray],
+    bounds: np.ndarray,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Check precomputed per-episode stats against the frames they claim to describe."""
+    names = {*BASIC_STATS, *QUANTILES}
+    n_eps = len(bounds) - 1
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for key, stats in episode_stats.items():
+        if key not in arrays:
+            raise LeRobotFormatError(
+                f"episode_stats[{key!r}]: no such column in data (columns: {sorted(arrays)})"
+            )
+        if set(stats) != names:
+            raise LeRobotFormatError(
+                f"episode_stats[{key!r}] must have exactly the stats {sorted(names)}, "
+                f"got {sorted(stats)}"
+            )
+        width = int(np.prod(arrays[key].shape[1:], dtype=np.int64))
+        checked = {}
+        for stat, values in stats.items():
+            values = np.asarray(values)
+            want = (n_eps, 1 if stat == "count" else width)
+            if values.shape != want:
+                raise LeRobotFormatError(
+                    f"episode_stats[{key!r}][{stat!r}] has shape {values.shape}, expected {want} "
+                    "(episodes, feature width), as episode_stats_arrays returns"
+                )
+            checked[stat] = values
+        if not np.array_equal(checked["count"][:, 0], np.diff(bounds)):
+            raise LeRobotFormatError(
+                f"episode_stats[{key!r}]['count'] does not match the episode lengths in data"
+            )
+        out[key] = checked
+    return out
+
+
 def _feature_spec(arr: np.ndarray, names: list[str] | None) -> dict[str, Any]:
     shape = [1] if arr.ndim == 1 else [int(arr.shape[1])]
     return {"dtype": str(arr.dtype), "shape": shape, "names": list(names) if names else None}
@@ -246,6 +294,33 @@ def _to_arrow(arr: np.ndarray) -> pa.Array:
 
 def _stats_to_json(stats: dict[str, np.ndarray]) -> dict[str, Any]:
     return {k: v.tolist() for k, v in stats.items()}
+
+
+class _FilePlanner:
+    """Assigns episodes, in order, a ``(chunk_index, file_index)``; episodes never span files.
+
+    A new file starts when the current one would pass ``max_bytes`` (a single larger episode
+    gets its own file); ``file_index`` rolls over into the next chunk after ``chunks_size``
+    files. Keeps its position, so episodes can be planned batch by batch.
+    """
+
+    def __init__(self, max_bytes: float, chunks_size: int) -> None:
+        self.max_bytes, self.chunks_size = max_bytes, chunks_size
+        self.chunk, self.file, self.used = 0, 0, 0.0
+
+    def assign(self, episode_bytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n_eps = len(episode_bytes)
+        chunk_idx = np.zeros(n_eps, dtype=np.int64)
+        file_idx = np.zeros(n_eps, dtype=np.int64)
+        for i, size in enumerate(np.asarray(episode_bytes, dtype=np.float64).tolist()):
+            if self.used and self.used + size > self.max_bytes:
+                self.file += 1
+                if self.file >= self.chunks_size:
+                    self.chunk, self.file = self.chunk + 1, 0
+                self.used = 0.0
+            chunk_idx[i], file_idx[i] = self.chunk, self.file
+            self.used += size
+        return chunk_idx, file_idx
 
 
 def plan_files(
@@ -264,26 +339,7 @@ def plan_files(
     Returns:
         ``(chunk_index, file_index)``, two int64 arrays with one entry per episode.
     """
-    n_eps = len(episode_bytes)
-    chunk_idx = np.zeros(n_eps, dtype=np.int64)
-    file_idx = np.zeros(n_eps, dtype=np.int64)
-    chunk, file, used = 0, 0, 0.0
-    for i, size in enumerate(np.asarray(episode_bytes, dtype=np.float64).tolist()):
-        if used and used + size > max_bytes:
-            file += 1
-            if file >= chunks_size:
-                chunk, file = chunk + 1, 0
-            used = 0.0
-        chunk_idx[i], file_idx[i] = chunk, file
-        used += size
-    return chunk_idx, file_idx
-
-
-def _plan_files(
-    bounds: np.ndarray, row_bytes: int, max_bytes: float, chunks_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Assign each episode a (chunk_index, file_index); episodes never span files."""
-    return plan_files(np.diff(bounds) * row_bytes, max_bytes, chunks_size)
+    return _FilePlanner(max_bytes, chunks_size).assign(episode_bytes)
 
 
 def _list_column(values: np.ndarray) -> pa.Array:
@@ -295,143 +351,334 @@ def _list_column(values: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, flat)
 
 
-def _write_data_files(
-    tmp: Path, table: pa.Table, bounds: np.ndarray, chunk_idx: np.ndarray, file_idx: np.ndarray
-) -> None:
-    """Write the frames: one row group per episode, a new file where the plan says so."""
-    # Dictionary encoding only pays off for low-cardinality columns; on float vectors pyarrow
-    # tries it, gives up, and it costs ~3x the write time and bigger files.
-    dict_cols = [
-        f.name
-        for f in table.schema
-        if f.name in ("episode_index", "task_index") or pa.types.is_boolean(f.type)
-    ]
-    writer: pq.ParquetWriter | None = None
-    current: tuple[int, int] | None = None
-    try:
+def _column_blocks(parts: list[np.ndarray], blocks: int) -> list[list[np.ndarray]]:
+    """Split a feature (given as row parts) into up to ``blocks`` column blocks: its stats
+    are per column, so the blocks can be computed on different cores."""
+    if parts[0].ndim == 1 or blocks <= 1:
+        return [parts]
+    ranges = np.array_split(np.arange(parts[0].shape[1]), min(blocks, parts[0].shape[1]))
+    return [[p[:, r[0] : r[-1] + 1] for p in parts] for r in ranges]
+
+
+class DatasetWriter:
+    """Write a LeRobot v3.0 dataset batch by batch of whole episodes; atomic at :meth:`close`.
+
+    Each :meth:`add` validates its batch, writes its frames (one row group per episode) and
+    computes its per-episode stats right away, so a producer can stream episodes in while it
+    records more; :meth:`close` computes the global stats, writes the metadata and moves the
+    folder into place. Use it as a context manager: an exception discards everything.
+
+    Example::
+
+        with DatasetWriter("out", fps=20, tasks=["drive"]) as w:
+            for batch in batches:  # episode_index continues from batch to batch
+                w.add(batch)
+            w.close()
+
+    Args:
+        root: Output folder; must not exist unless ``overwrite``.
+        fps, tasks, feature_names, robot_type, overwrite, data_files_size_in_mb, chunks_size:
+            As :func:`write_dataset`.
+
+    Raises:
+        LeRobotFormatError: If an option is invalid.
+        FileExistsError: If ``root`` exists and ``overwrite`` is False.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        fps: int,
+        tasks: list[str] | None = None,
+        feature_names: dict[str, list[str]] | None = None,
+        robot_type: str | None = None,
+        overwrite: bool = False,
+        data_files_size_in_mb: float = 100.0,
+        chunks_size: int = 1000,
+    ) -> None:
+        self.root = Path(root)
+        self.fps = fps
+        self.tasks = list(tasks) if tasks is not None else ["default"]
+        self.feature_names = dict(feature_names or {})
+        self.robot_type = robot_type
+        self.overwrite = overwrite
+        self.data_files_size_in_mb = data_files_size_in_mb
+        self.chunks_size = chunks_size
+        _validate_options(fps, self.tasks, data_files_size_in_mb, chunks_size)
+        if self.root.exists() and not overwrite:
+            raise FileExistsError(
+                f"{self.root} exists; pass --overwrite or choose another --output"
+            )
+        self._t0 = time.perf_counter()
+        self._planner = _FilePlanner(data_files_size_in_mb * 1024**2, chunks_size)
+        self._features: dict[str, dict[str, Any]] | None = None
+        self._schema: pa.Schema | None = None
+        self._dict_cols: list[str] = []
+        self._arrays: list[dict[str, np.ndarray]] = []
+        self._lengths: list[np.ndarray] = []
+        self._files: list[tuple[np.ndarray, np.ndarray]] = []
+        self._ep_stats: list[dict[str, dict[str, np.ndarray]]] = []
+        self._pq: pq.ParquetWriter | None = None
+        self._pq_key: tuple[int, int] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=max(2, available_cores()))
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.root.parent / f".{self.root.name}.tmp-{os.getpid()}"
+        if self._tmp.exists():
+            shutil.rmtree(self._tmp)
+        (self._tmp / "meta").mkdir(parents=True)
+        self._open = True
+
+    @property
+    def num_episodes(self) -> int:
+        return sum(len(x) for x in self._lengths)
+
+    @property
+    def num_frames(self) -> int:
+        return sum(int(x.sum()) for x in self._lengths)
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is not None or self._open:
+            self.abort()
+
+    def add(
+        self,
+        data: dict[str, np.ndarray],
+        episode_stats: dict[str, dict[str, np.ndarray]] | None = None,
+    ) -> None:
+        """Append whole episodes (``episode_index`` continuing from the previous batch).
+
+        Args:
+            data: As :func:`write_dataset`'s ``data``, for these episodes; the same columns,
+                dtypes and widths as the first batch.
+            episode_stats: As :func:`write_dataset`'s, for these episodes.
+
+        Raises:
+            LeRobotFormatError: If the batch is invalid (nothing of it is written; the writer
+                stays usable).
+        """
+        if not self._open:
+            raise RuntimeError(f"DatasetWriter for {self.root} is already closed")
+        arrays, bounds = _validate_inputs(
+            data, self.fps, self.tasks, self.feature_names, self.num_episodes, self.num_frames
+        )
+        given = _check_episode_stats(episode_stats or {}, arrays, bounds)
+        order = [k for k in arrays if k not in INDEX_FEATURES] + list(INDEX_FEATURES)
+        arrays = {k: arrays[k] for k in order}
+        features = {k: _feature_spec(arrays[k], self.feature_names.get(k)) for k in order}
+        for k in INDEX_FEATURES:
+            features[k]["names"] = None
+        if self._features is None:
+            self._start(features)
+        elif features != self._features:
+            diff = next(
+                k for k in [*self._features, *features] if features.get(k) != self._features.get(k)
+            )
+            raise LeRobotFormatError(
+                f"batch {len(self._lengths)}: column {diff!r} is {features.get(diff)} but the "
+                f"first batch had {self._features.get(diff)}; every batch needs the same columns"
+            )
+        lengths = np.diff(bounds)
+        row_bytes = sum(arrays[k].nbytes for k in order) // int(bounds[-1])
+        files = self._planner.assign(lengths * row_bytes)
+        table = pa.table({k: _to_arrow(arrays[k]) for k in order}, schema=self._schema)
+        try:  # parquet encoding and the stats both release the GIL: run them side by side
+            data_job = self._pool.submit(self._write_frames, table, bounds, files)
+            jobs = {
+                k: self._pool.submit(episode_stats_arrays, arrays[k], bounds)
+                for k in sorted(order, key=lambda k: -arrays[k].nbytes)
+                if k not in given
+            }
+            stats = {k: given[k] if k in given else jobs[k].result() for k in order}
+            data_job.result()
+        except BaseException:
+            self.abort()
+            raise
+        self._arrays.append(arrays)
+        self._lengths.append(lengths)
+        self._files.append(files)
+        self._ep_stats.append(stats)
+
+    def _start(self, features: dict[str, dict[str, Any]]) -> None:
+        self._features = features
+        hf = {k: _hf_feature(f["dtype"], tuple(f["shape"])) for k, f in features.items()}
+        types = {
+            k: pa.from_numpy_dtype(np.dtype(f["dtype"]))
+            if f["shape"] == [1]
+            else pa.list_(pa.from_numpy_dtype(np.dtype(f["dtype"])), f["shape"][0])
+            for k, f in features.items()
+        }
+        self._schema = pa.schema(list(types.items())).with_metadata(
+            {"huggingface": json.dumps({"info": {"features": hf}})}
+        )
+        # Dictionary encoding only pays off for low-cardinality columns; on float vectors
+        # pyarrow tries it, gives up, and it costs ~3x the write time and bigger files.
+        self._dict_cols = [
+            f.name
+            for f in self._schema
+            if f.name in ("episode_index", "task_index") or pa.types.is_boolean(f.type)
+        ]
+
+    def _write_frames(
+        self, table: pa.Table, bounds: np.ndarray, files: tuple[np.ndarray, np.ndarray]
+    ) -> None:
+        """One row group per episode, into the file the plan says (opening it if new)."""
         for e in range(len(bounds) - 1):
-            key = (int(chunk_idx[e]), int(file_idx[e]))
-            if key != current:
-                if writer is not None:
-                    writer.close()
-                path = tmp / DATA_PATH.format(chunk_index=key[0], file_index=key[1])
+            key = (int(files[0][e]), int(files[1][e]))
+            if key != self._pq_key:
+                if self._pq is not None:
+                    self._pq.close()
+                path = self._tmp / DATA_PATH.format(chunk_index=key[0], file_index=key[1])
                 path.parent.mkdir(parents=True, exist_ok=True)
-                writer = pq.ParquetWriter(path, table.schema, use_dictionary=dict_cols)
-                current = key
-            assert writer is not None
+                self._pq = pq.ParquetWriter(path, self._schema, use_dictionary=self._dict_cols)
+                self._pq_key = key
+            assert self._pq is not None
             lo, hi = int(bounds[e]), int(bounds[e + 1])
-            writer.write_table(table.slice(lo, hi - lo), row_group_size=hi - lo)
-    finally:
-        if writer is not None:
-            writer.close()
+            self._pq.write_table(table.slice(lo, hi - lo), row_group_size=hi - lo)
 
+    def close(self, extra_files: dict[str, str] | None = None) -> Path:
+        """Write the metadata and move the dataset into place; returns its folder.
 
-def _write_tree(
-    tmp: Path,
-    arrays: dict[str, np.ndarray],
-    bounds: np.ndarray,
-    fps: int,
-    tasks: list[str],
-    feature_names: dict[str, list[str]],
-    robot_type: str | None,
-    data_files_size_in_mb: float,
-    chunks_size: int,
-) -> tuple[int, int]:
-    n = int(bounds[-1])
-    n_eps = len(bounds) - 1
-    # user columns first (given order), then lerobot's five index features
-    order = [k for k in arrays if k not in INDEX_FEATURES] + list(INDEX_FEATURES)
-    features: dict[str, dict[str, Any]] = {}
-    for key in order:
-        spec = _feature_spec(arrays[key], feature_names.get(key))
-        if key in INDEX_FEATURES:
-            spec["names"] = None
-        features[key] = spec
-    hf_features = {k: _hf_feature(f["dtype"], tuple(f["shape"])) for k, f in features.items()}
-    table = pa.table({k: _to_arrow(arrays[k]) for k in order})
-    table = table.replace_schema_metadata(
-        {"huggingface": json.dumps({"info": {"features": hf_features}})}
-    )
+        Args:
+            extra_files: Relative path -> text, written inside the dataset before it is moved
+                into place, so they land atomically too.
+        """
+        if not self._open:
+            raise RuntimeError(f"DatasetWriter for {self.root} is already closed")
+        if not self._lengths:
+            self.abort()
+            raise LeRobotFormatError(f"{self.root}: no episodes were added; nothing to write")
+        try:
+            n_eps, n, n_files = self._finish(extra_files or {})
+            publish_dir(self._tmp, self.root, overwrite=self.overwrite)
+        except BaseException:
+            self.abort()
+            raise
+        self._open = False
+        self._pool.shutdown()
+        dt = time.perf_counter() - self._t0
+        logger.info(
+            "wrote %s: %d episodes, %d frames, %d data file(s) in %.2fs (%.0f frames/s)",
+            self.root,
+            n_eps,
+            n,
+            n_files,
+            dt,
+            n / max(dt, 1e-9),
+        )
+        return self.root
 
-    # ---- data files: one row group per episode, roll over on size / chunks_size
-    row_bytes = sum(arrays[k].nbytes for k in order) // n
-    chunk_idx, file_idx = _plan_files(
-        bounds, row_bytes, data_files_size_in_mb * 1024**2, chunks_size
-    )
-    # Parquet encoding (pyarrow) and the stats (numpy sorts) both release the GIL, so they run
-    # as concurrent jobs on every core: parquet, then per feature its per-episode and its
-    # global stats, largest features first.
-    by_size = sorted(order, key=lambda k: -arrays[k].nbytes)
-    with ThreadPoolExecutor(max_workers=max(2, available_cores())) as pool:
-        data_job = pool.submit(_write_data_files, tmp, table, bounds, chunk_idx, file_idx)
-        ep_jobs = {k: pool.submit(episode_stats_arrays, arrays[k], bounds) for k in by_size}
-        global_jobs = {k: pool.submit(compute_stats, arrays[k]) for k in by_size}
+    def abort(self) -> None:
+        """Discard everything written so far (the final folder is never touched)."""
+        self._open = False
+        if self._pq is not None:
+            with contextlib.suppress(Exception):
+                self._pq.close()
+            self._pq = None
+        self._pool.shutdown(cancel_futures=True)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _finish(self, extra_files: dict[str, str]) -> tuple[int, int, int]:
+        assert self._features is not None
+        order = list(self._features)
+        lengths = np.concatenate(self._lengths)
+        bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        n_eps, n = len(lengths), int(bounds[-1])
+        chunk_idx = np.concatenate([f[0] for f in self._files])
+        file_idx = np.concatenate([f[1] for f in self._files])
+
+        # Global stats from the batches as they are (no concatenated copy), every feature split
+        # into column blocks so a wide one (the state vector) is sorted on every core.
+        cores = max(2, available_cores())
+        by_size = sorted(order, key=lambda k: -self._arrays[0][k].nbytes)
+        jobs = {
+            k: [
+                self._pool.submit(compute_stats, block)
+                for block in _column_blocks([a[k] for a in self._arrays], cores)
+            ]
+            for k in by_size
+        }
+        if self._pq is not None:
+            self._pq.close()
+            self._pq = None
         global_stats: dict[str, dict[str, Any]] = {}
+        for k in order:
+            parts = [j.result() for j in jobs[k]]
+            merged = {
+                s: parts[0][s] if s == "count" else np.concatenate([p[s] for p in parts])
+                for s in parts[0]
+            }
+            global_stats[k] = _stats_to_json(merged)
+
+        # ---- episodes metadata
         ep_columns: dict[str, pa.Array] = {}
-        for key in order:
-            for stat, values in ep_jobs[key].result().items():
-                ep_columns[f"stats/{key}/{stat}"] = _list_column(values)
-            global_stats[key] = _stats_to_json(global_jobs[key].result())
-        data_job.result()
+        ep_stats = self._ep_stats
+        for k in order:
+            for stat in ep_stats[0][k]:
+                values = np.concatenate([s[k][stat] for s in ep_stats])
+                ep_columns[f"stats/{k}/{stat}"] = _list_column(values)
+        task_idx = np.concatenate([a["task_index"] for a in self._arrays])
+        ep_task_lists: list[list[str]] = []
+        if int(task_idx.max()) == int(task_idx.min()):  # common case: one task for everything
+            ep_task_lists = [[self.tasks[int(task_idx[0])]]] * n_eps
+        else:
+            for e in range(n_eps):
+                seg = task_idx[bounds[e] : bounds[e + 1]]
+                _, first = np.unique(seg, return_index=True)
+                ep_task_lists.append([self.tasks[int(seg[i])] for i in sorted(first)])
+        zeros = np.zeros(n_eps, dtype=np.int64)
+        episodes = {
+            "episode_index": pa.array(np.arange(n_eps, dtype=np.int64)),
+            "tasks": pa.array(ep_task_lists, type=pa.list_(pa.string())),
+            "length": pa.array(lengths),
+            "data/chunk_index": pa.array(chunk_idx),
+            "data/file_index": pa.array(file_idx),
+            "dataset_from_index": pa.array(bounds[:-1]),
+            "dataset_to_index": pa.array(bounds[1:]),
+            **ep_columns,
+            "meta/episodes/chunk_index": pa.array(zeros),
+            "meta/episodes/file_index": pa.array(zeros),
+        }
+        tmp = self._tmp
+        ep_path = tmp / EPISODES_PATH.format(chunk_index=0, file_index=0)
+        ep_path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(episodes), ep_path)
 
-    # ---- episodes metadata
-    task_idx = arrays["task_index"]
-    ep_task_lists: list[list[str]] = []
-    if int(task_idx.max()) == int(task_idx.min()):  # common case: one task for everything
-        ep_task_lists = [[tasks[int(task_idx[0])]]] * n_eps
-    else:
-        for e in range(n_eps):
-            seg = task_idx[bounds[e] : bounds[e + 1]]
-            _, first = np.unique(seg, return_index=True)
-            ep_task_lists.append([tasks[int(seg[i])] for i in sorted(first)])
-    zeros = np.zeros(n_eps, dtype=np.int64)
-    episodes = {
-        "episode_index": pa.array(np.arange(n_eps, dtype=np.int64)),
-        "tasks": pa.array(ep_task_lists, type=pa.list_(pa.string())),
-        "length": pa.array(np.diff(bounds)),
-        "data/chunk_index": pa.array(chunk_idx),
-        "data/file_index": pa.array(file_idx),
-        "dataset_from_index": pa.array(bounds[:-1]),
-        "dataset_to_index": pa.array(bounds[1:]),
-        **ep_columns,
-        "meta/episodes/chunk_index": pa.array(zeros),
-        "meta/episodes/file_index": pa.array(zeros),
-    }
-    ep_path = tmp / EPISODES_PATH.format(chunk_index=0, file_index=0)
-    ep_path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(episodes), ep_path)
-
-    # ---- tasks, stats, info
-    tasks_df = pd.DataFrame(
-        {"task_index": np.arange(len(tasks), dtype=np.int64)},
-        index=pd.Index(tasks, name="task"),
-    )
-    tasks_df.to_parquet(tmp / TASKS_PATH)
-    with open(tmp / STATS_PATH, "w", encoding="utf-8") as f:
-        json.dump(global_stats, f, indent=4)
-    info = {
-        "codebase_version": CODEBASE_VERSION,
-        "robot_type": robot_type,
-        "total_episodes": n_eps,
-        "total_frames": n,
-        "total_tasks": len(tasks),
-        "chunks_size": int(chunks_size),
-        "data_files_size_in_mb": (
-            int(data_files_size_in_mb)
-            if float(data_files_size_in_mb).is_integer()
-            else float(data_files_size_in_mb)
-        ),
-        "video_files_size_in_mb": DEFAULT_VIDEO_FILES_SIZE_IN_MB,
-        "fps": int(fps),
-        "splits": {"train": f"0:{n_eps}"},
-        "data_path": DATA_PATH,
-        "video_path": None,
-        "features": features,
-    }
-    with open(tmp / INFO_PATH, "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=4, ensure_ascii=False)
-    n_files = len(set(zip(chunk_idx.tolist(), file_idx.tolist(), strict=True)))
-    return n_eps, n_files
+        # ---- tasks, stats, info
+        tasks_df = pd.DataFrame(
+            {"task_index": np.arange(len(self.tasks), dtype=np.int64)},
+            index=pd.Index(self.tasks, name="task"),
+        )
+        tasks_df.to_parquet(tmp / TASKS_PATH)
+        with open(tmp / STATS_PATH, "w", encoding="utf-8") as f:
+            json.dump(global_stats, f, indent=4)
+        size = self.data_files_size_in_mb
+        info = {
+            "codebase_version": CODEBASE_VERSION,
+            "robot_type": self.robot_type,
+            "total_episodes": n_eps,
+            "total_frames": n,
+            "total_tasks": len(self.tasks),
+            "chunks_size": int(self.chunks_size),
+            "data_files_size_in_mb": int(size) if float(size).is_integer() else float(size),
+            "video_files_size_in_mb": DEFAULT_VIDEO_FILES_SIZE_IN_MB,
+            "fps": int(self.fps),
+            "splits": {"train": f"0:{n_eps}"},
+            "data_path": DATA_PATH,
+            "video_path": None,
+            "features": self._features,
+        }
+        with open(tmp / INFO_PATH, "w", encoding="utf-8") as f:
+            json.dump(info, f, indent=4, ensure_ascii=False)
+        for rel, text in extra_files.items():
+            path = tmp / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        n_files = len(set(zip(chunk_idx.tolist(), file_idx.tolist(), strict=True)))
+        return n_eps, n, n_files
 
 
 def publish_dir(tmp: Path, root: Path, *, overwrite: bool) -> None:
@@ -478,8 +725,11 @@ def write_dataset(
     data_files_size_in_mb: float = 100.0,
     chunks_size: int = 1000,
     extra_files: dict[str, str] | None = None,
+    episode_stats: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> Path:
     """Write frame arrays as a LeRobot v3.0 dataset at ``root`` (atomically).
+
+    One :class:`DatasetWriter` batch; use the writer directly to stream episodes in.
 
     Args:
         root: Output folder; must not exist unless ``overwrite``.
@@ -500,6 +750,9 @@ def write_dataset(
         chunks_size: Data files per ``chunk-XXX`` folder.
         extra_files: Relative path -> text, written inside the dataset before it is moved
             into place (e.g. the run's ``config.resolved.yml``), so they land atomically too.
+        episode_stats: Per-episode stats already computed for some columns, ``{column: {stat:
+            (E, D) array}}`` as :func:`~rlkit.lerobot.stats.episode_stats_arrays` returns them
+            (the collector's workers compute them in parallel); the others are computed here.
 
     Returns:
         The dataset folder.
@@ -508,51 +761,15 @@ def write_dataset(
         LeRobotFormatError: If the inputs are invalid (nothing is written).
         FileExistsError: If ``root`` exists and ``overwrite`` is False.
     """
-    t0 = time.perf_counter()
-    root = Path(root)
-    tasks = list(tasks) if tasks is not None else ["default"]
-    feature_names = dict(feature_names or {})
-    if root.exists() and not overwrite:
-        raise FileExistsError(f"{root} exists; pass --overwrite or choose another --output")
-    arrays, bounds = _validate_inputs(
-        data, fps, tasks, feature_names, data_files_size_in_mb, chunks_size
-    )
-
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        tmp.mkdir()
-        (tmp / "meta").mkdir()
-        n_eps, n_files = _write_tree(
-            tmp,
-            arrays,
-            bounds,
-            fps,
-            tasks,
-            feature_names,
-            robot_type,
-            data_files_size_in_mb,
-            chunks_size,
-        )
-        for rel, text in (extra_files or {}).items():
-            path = tmp / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        publish_dir(tmp, root, overwrite=overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    dt = time.perf_counter() - t0
-    n = int(bounds[-1])
-    logger.info(
-        "wrote %s: %d episodes, %d frames, %d data file(s) in %.2fs (%.0f frames/s)",
+    with DatasetWriter(
         root,
-        n_eps,
-        n,
-        n_files,
-        dt,
-        n / max(dt, 1e-9),
-    )
-    return root
+        fps=fps,
+        tasks=tasks,
+        feature_names=feature_names,
+        robot_type=robot_type,
+        overwrite=overwrite,
+        data_files_size_in_mb=data_files_size_in_mb,
+        chunks_size=chunks_size,
+    ) as writer:
+        writer.add(data, episode_stats)
+        return writer.close(extra_files)
