@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rlkit.lerobot import (
+    DatasetWriter,
     LeRobotDataset,
     LeRobotFormatError,
     aggregate_stats,
@@ -21,7 +22,6 @@ from rlkit.lerobot import (
     open_dataset,
     write_dataset,
 )
-from rlkit.lerobot.writer import DatasetWriter
 
 FPS = 20
 STATE_DIM = 5

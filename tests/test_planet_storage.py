@@ -144,3 +144,23 @@ def test_unwritable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(OSError, match="cannot create it"):
         EpisodeStorage(blocker / "sub")
+
+
+@pytest.mark.parametrize("save", [np.savez_compressed, np.savez])
+def test_fast_reader_matches_np_load_and_checks_the_crc(tmp_path: Path, save) -> None:
+    ep = make_episode(t=7, seed=3)
+    ep["action"] = np.asfortranarray(np.random.default_rng(1).uniform(-1, 1, (7, 3)), np.float32)
+    path = tmp_path / "episode_000000.npz"
+    save(path, **ep)
+    got = load_episode(path)
+    with np.load(path) as ref:
+        for key in ref.files:
+            assert got[key].dtype == ref[key].dtype and np.array_equal(got[key], ref[key]), key
+    info = EpisodeStorage(tmp_path).discover()[0]
+    assert (info.length, info.action_dim) == (7, 3)
+    # One flipped bit inside the frames: the zip's CRC-32 catches it, compressed or not.
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 3] ^= 0x10
+    path.write_bytes(bytes(raw))
+    with pytest.raises(EpisodeFormatError, match="episode_000000.npz"):
+        load_episode(path)

@@ -19,6 +19,7 @@ from rlkit.planet.train import WorldModelConfig, checkpoints, train_world_model
 
 TINY = [
     "--max-episode-steps", "16",  # 8 actions per episode with action_repeat 2
+    "--action-repeat", "2",
     "--seq-len", "4",
     "--batch-size", "3",
     "--train-steps", "2",
@@ -93,6 +94,20 @@ def test_cli_runs_collects_and_writes_every_output(tmp_path: Path, capsys) -> No
     result = json.loads((out / "result.json").read_text())
     assert result["train_steps"] == 4 and result["episodes"] == 4 and result["env_steps"] == 32
     assert not list(out.rglob(".*tmp*")) and not list(data.glob(".*"))
+
+
+def test_max_minutes_is_a_hard_budget_even_inside_an_iteration(tmp_path: Path) -> None:
+    # 0.002 min = 0.12 s: the seed episodes and the first steps already spend it, so the
+    # first iteration stops after one of its 100000 steps, collects nothing, and checkpoints.
+    cfg = cfg_of(
+        tmp_path / "d", tmp_path / "o", "--train-steps", "100000", "--max-minutes", "0.002"
+    )
+    res = train_world_model(cfg, progress=False)
+    assert res.stopped_early and res.iterations == 1 and res.train_steps < 100000
+    rows = list(csv.DictReader((tmp_path / "o" / "metrics.csv").open()))
+    assert len(rows) == 1 and int(rows[0]["train_step"]) == res.train_steps
+    assert rows[0]["train_return"] == "nan" and res.episodes == 2  # seed episodes only
+    assert [p.name for p in checkpoints(tmp_path / "o")] == ["ckpt_000001.pt"]
 
 
 def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path: Path) -> None:

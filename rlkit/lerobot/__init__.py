@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rlkit.lerobot.reader import LeRobotDataset, LeRobotFormatError, open_dataset
     from rlkit.lerobot.stats import aggregate_stats, compute_episode_stats, compute_stats
-    from rlkit.lerobot.writer import write_dataset
+    from rlkit.lerobot.writer import DatasetWriter, write_dataset
 
 _WHERE = {
+    "DatasetWriter": "writer",
     "LeRobotDataset": "reader",
     "LeRobotFormatError": "reader",
     "open_dataset": "reader",
@@ -25,6 +26,7 @@ _WHERE = {
 }
 
 __all__ = [
+    "DatasetWriter",
     "LeRobotDataset",
     "LeRobotFormatError",
     "aggregate_stats",

@@ -1,6 +1,8 @@
-"""Write in-memory frame arrays as a LeRobot **v3.0** dataset.
+"""Write in-memory frame arrays as a LeRobot **v3.0** dataset: all at once
+(:func:`write_dataset`) or streamed batch by batch of whole episodes (:class:`DatasetWriter`,
+the same bytes on disk).
 
-On-disk layout written by :func:`write_dataset`::
+On-disk layout::
 
     root/
     ├── meta/

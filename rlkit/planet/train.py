@@ -59,6 +59,9 @@ __all__ = ["WorldModelConfig", "WorldModelResult", "train_world_model", "summary
 
 logger = logging.getLogger(__name__)
 
+#: ``--action-repeat`` when unset, per env (PlaNet also picks it per task).
+DEFAULT_ACTION_REPEAT: dict[str, int] = {"pendulum": 4, "racing": 2}
+
 #: Training and planning sizes per preset (model widths are in ``model.PRESETS``). The cpu
 #: preset keeps a B=16 x L=32 step near a second on 2 cores (bench/bench_world_model.py).
 RUN_PRESETS: dict[str, dict[str, int]] = {
@@ -104,7 +107,10 @@ class WorldModelConfig:
     env: Literal["pendulum", "racing"] = field(
         default="pendulum", metadata={"help": "pixel environment (64x64x3 frames)"}
     )
-    action_repeat: int = field(default=2, metadata={"help": "env steps per action"})
+    action_repeat: int | None = field(
+        default=None,
+        metadata={"help": "env steps per action (default: per env, pendulum 4 / racing 2)"},
+    )
     max_episode_steps: int | None = field(
         default=None, metadata={"help": "env steps before truncation (default: the env's)"}
     )
@@ -197,7 +203,11 @@ class WorldModelConfig:
     )
     seed: int = field(default=0, metadata={"help": "run seed (episodes, init, batches)"})
     max_minutes: float | None = field(
-        default=None, metadata={"help": "stop (with a checkpoint) after this wall time"}
+        default=None,
+        metadata={
+            "help": "wall-time budget: training stops when it is spent, even inside an "
+            "iteration, and saves a checkpoint"
+        },
     )
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard events to tb/"})
     resume: bool = field(
@@ -209,6 +219,9 @@ class WorldModelConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.action_repeat is None:
+            # Pendulum at 4 met the learning goal where 2 did not (see the README).
+            self.action_repeat = DEFAULT_ACTION_REPEAT.get(self.env, 2)
         positive = [
             "action_repeat",
             "iterations",
@@ -601,6 +614,7 @@ def train_world_model(
     plan_cfg = cfg.planner(device)
 
     # ---- iterations
+    deadline = t_start + 60 * cfg.max_minutes if cfg.max_minutes is not None else math.inf
     last: dict[str, float] = {}
     eval_return = math.nan
     train_seconds, batches = 0.0, 0
@@ -628,7 +642,10 @@ def train_world_model(
             t0 = time.perf_counter()
             sums: dict[str, float] = {"loss": 0.0, "obs": 0.0, "reward": 0.0, "kl": 0.0}
             batch_iter = iter(loader) if loader is not None else None
+            steps = 0
             for k in range(cfg.train_steps):
+                if k and time.perf_counter() > deadline:
+                    break  # --max-minutes is a hard budget: stop inside the iteration
                 if batch_iter is not None:
                     host = next(batch_iter)
                 else:
@@ -640,20 +657,22 @@ def train_world_model(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()
                 train_step += 1
+                steps += 1
                 sums["loss"] += loss.item()
                 for key, v in parts.items():
                     sums[key] += v
             train_s = time.perf_counter() - t0
             train_seconds += train_s
-            batches += cfg.train_steps
-            last = {k: v / cfg.train_steps for k, v in sums.items()}
+            batches += steps
+            last = {k: v / steps for k, v in sums.items()}
+            over_time = time.perf_counter() > deadline  # then no collection or evaluation
 
             # -- collect with the planner (+ exploration noise)
             model.eval()
             t1 = time.perf_counter()
             returns, new_steps = [], 0
             with planning_threads(device):
-                for _ in range(cfg.collect_episodes):
+                for _ in range(0 if over_time else cfg.collect_episodes):
                     index = storage.next_index()
                     planner = make_planner(model, plan_cfg, episode_seed(cfg.seed, index, "noise"))
                     ep = run_episode(
@@ -673,7 +692,8 @@ def train_world_model(
             done = it + 1
             eval_ret = math.nan
             if (
-                cfg.eval_every
+                not over_time
+                and cfg.eval_every
                 and cfg.eval_episodes
                 and (done % cfg.eval_every == 0 or done == cfg.iterations)
             ):
@@ -705,7 +725,7 @@ def train_world_model(
                 "eval_return": eval_ret,
                 "train_s": train_s,
                 "collect_s": collect_s,
-                "batches_per_s": cfg.train_steps / max(train_s, 1e-9),
+                "batches_per_s": steps / max(train_s, 1e-9),
             }
             log.writerow(
                 [f"{row[k]:.6g}" if isinstance(row[k], float) else row[k] for k in METRICS]
@@ -726,9 +746,6 @@ def train_world_model(
             )
 
             # -- checkpoint
-            over_time = (
-                cfg.max_minutes is not None and time.perf_counter() - t_start > 60 * cfg.max_minutes
-            )
             if done % cfg.checkpoint_every == 0 or done == cfg.iterations or over_time:
                 save_checkpoint(out, model, opt, done, train_step, cfg)
                 iteration = done
