@@ -205,8 +205,8 @@ class WorldModelConfig:
     max_minutes: float | None = field(
         default=None,
         metadata={
-            "help": "wall-time budget: training stops when it is spent, even inside an "
-            "iteration, and saves a checkpoint"
+            "help": "wall-time budget: the run stops at the first gradient step, episode or "
+            "evaluation past it (even inside an iteration) and saves a checkpoint"
         },
     )
     tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard events to tb/"})
@@ -665,14 +665,15 @@ def train_world_model(
             train_seconds += train_s
             batches += steps
             last = {k: v / steps for k, v in sums.items()}
-            over_time = time.perf_counter() > deadline  # then no collection or evaluation
 
             # -- collect with the planner (+ exploration noise)
             model.eval()
             t1 = time.perf_counter()
             returns, new_steps = [], 0
             with planning_threads(device):
-                for _ in range(0 if over_time else cfg.collect_episodes):
+                for _ in range(cfg.collect_episodes):
+                    if time.perf_counter() > deadline:
+                        break
                     index = storage.next_index()
                     planner = make_planner(model, plan_cfg, episode_seed(cfg.seed, index, "noise"))
                     ep = run_episode(
@@ -692,7 +693,7 @@ def train_world_model(
             done = it + 1
             eval_ret = math.nan
             if (
-                not over_time
+                time.perf_counter() <= deadline
                 and cfg.eval_every
                 and cfg.eval_episodes
                 and (done % cfg.eval_every == 0 or done == cfg.iterations)
@@ -746,6 +747,7 @@ def train_world_model(
             )
 
             # -- checkpoint
+            over_time = time.perf_counter() > deadline
             if done % cfg.checkpoint_every == 0 or done == cfg.iterations or over_time:
                 save_checkpoint(out, model, opt, done, train_step, cfg)
                 iteration = done
