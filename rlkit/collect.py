@@ -128,17 +128,15 @@ class CollectResult:
         return d
 
 
-FRAME_COLUMNS = ("observation.state", "action", "next.reward", "next.done")
-
-
 def _run_chunk(
     indices: list[int], seed: int, noise: float, env_config: RacingConfig, expert: Expert
 ) -> dict[str, Any]:
     """Drive the episodes ``indices`` as one batch of cars.
 
-    Returns a dict with ``indices``; ``lengths`` (n,); ``frames``: the :data:`FRAME_COLUMNS`
-    arrays, episodes concatenated in ``indices`` order; ``stats``: their per-episode LeRobot
-    stats (computed here, in the worker, rather than serially by the writer); ``summary``:
+    Returns a dict with ``indices``; ``lengths`` (n,); ``frames``: ``observation.state``,
+    ``action``, ``next.reward`` and ``next.done``, episodes concatenated in ``indices``
+    order; ``stats``: their per-episode LeRobot stats (computed here, in the worker, rather
+    than serially by the writer); ``summary``:
     per-episode ``return`` (float64 sum of rewards), ``laps``, ``first_lap_time`` (seconds or
     NaN) and ``terminated``.
     """
@@ -425,6 +423,7 @@ def collect(
     # to the dataset writer at once, so the parquet encoding overlaps the driving.
     pending: dict[int, dict[str, Any]] = {}  # first episode index -> chunk
     written: list[dict[str, Any]] = []
+    next_ep = 0  # episodes [0, next_ep) are in the writer
     writer = None
     bar = tqdm(
         total=cfg.episodes, desc="collect", unit="ep", disable=not progress, dynamic_ncols=True
@@ -434,7 +433,6 @@ def collect(
         for chunk in driven:
             bar.update(len(chunk["indices"]))
             pending[chunk["indices"][0]] = chunk
-            next_ep = sum(len(c["indices"]) for c in written)
             while next_ep in pending:
                 if writer is None:
                     writer = _dataset_writer(cfg, env_config)

@@ -617,10 +617,9 @@ class DatasetWriter:
 
         # ---- episodes metadata
         ep_columns: dict[str, pa.Array] = {}
-        ep_stats = self._ep_stats
         for k in order:
-            for stat in ep_stats[0][k]:
-                values = np.concatenate([s[k][stat] for s in ep_stats])
+            for stat in self._ep_stats[0][k]:
+                values = np.concatenate([s[k][stat] for s in self._ep_stats])
                 ep_columns[f"stats/{k}/{stat}"] = _list_column(values)
         task_idx = np.concatenate([a["task_index"] for a in self._arrays])
         ep_task_lists: list[list[str]] = []
