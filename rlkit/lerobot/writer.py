@@ -38,7 +38,7 @@ import logging
 import os
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -365,9 +365,10 @@ def _column_blocks(parts: list[np.ndarray], blocks: int) -> list[list[np.ndarray
 class DatasetWriter:
     """Write a LeRobot v3.0 dataset batch by batch of whole episodes; atomic at :meth:`close`.
 
-    Each :meth:`add` validates its batch, writes its frames (one row group per episode) and
-    computes its per-episode stats right away, so a producer can stream episodes in while it
-    records more; :meth:`close` computes the global stats, writes the metadata and moves the
+    Each :meth:`add` validates its batch at once, then encodes its frames (one row group per
+    episode) and computes its per-episode stats in background threads, so a producer can
+    stream episodes in while it records more (the writer keeps the arrays: do not modify them
+    afterwards); :meth:`close` computes the global stats, writes the metadata and moves the
     folder into place. Use it as a context manager: an exception discards everything.
 
     Example::
@@ -420,9 +421,11 @@ class DatasetWriter:
         self._arrays: list[dict[str, np.ndarray]] = []
         self._lengths: list[np.ndarray] = []
         self._files: list[tuple[np.ndarray, np.ndarray]] = []
-        self._ep_stats: list[dict[str, dict[str, np.ndarray]]] = []
+        # per batch: column -> per-episode stats (or the job computing them)
+        self._ep_stats: list[dict[str, Any]] = []
         self._pq: pq.ParquetWriter | None = None
         self._pq_key: tuple[int, int] | None = None
+        self._write_job: Future[None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=max(2, available_cores()))
         self.root.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.root.parent / f".{self.root.name}.tmp-{os.getpid()}"
@@ -461,6 +464,7 @@ class DatasetWriter:
         Raises:
             LeRobotFormatError: If the batch is invalid (nothing of it is written; the writer
                 stays usable).
+            OSError: If writing the previous batch failed (the writer is aborted).
         """
         if not self._open:
             raise RuntimeError(f"DatasetWriter for {self.root} is already closed")
@@ -487,22 +491,29 @@ class DatasetWriter:
         row_bytes = sum(arrays[k].nbytes for k in order) // int(bounds[-1])
         files = self._planner.assign(lengths * row_bytes)
         table = pa.table({k: _to_arrow(arrays[k]) for k in order}, schema=self._schema)
-        try:  # parquet encoding and the stats both release the GIL: run them side by side
-            data_job = self._pool.submit(self._write_frames, table, bounds, files)
-            jobs = {
+        # The parquet encoding and the stats release the GIL: they run in the pool while the
+        # caller produces the next batch. One batch is encoded at a time, in order.
+        try:
+            self._wait_for_write()
+            self._write_job = self._pool.submit(self._write_frames, table, bounds, files)
+            stats = {
                 k: self._pool.submit(episode_stats_arrays, arrays[k], bounds)
                 for k in sorted(order, key=lambda k: -arrays[k].nbytes)
                 if k not in given
             }
-            stats = {k: given[k] if k in given else jobs[k].result() for k in order}
-            data_job.result()
         except BaseException:
             self.abort()
             raise
         self._arrays.append(arrays)
         self._lengths.append(lengths)
         self._files.append(files)
-        self._ep_stats.append(stats)
+        self._ep_stats.append({k: given[k] if k in given else stats[k] for k in order})
+
+    def _wait_for_write(self) -> None:
+        """Wait for the batch being encoded; re-raise its error (e.g. disk full)."""
+        if self._write_job is not None:
+            job, self._write_job = self._write_job, None
+            job.result()
 
     def _start(self, features: dict[str, dict[str, Any]]) -> None:
         self._features = features
@@ -576,11 +587,11 @@ class DatasetWriter:
     def abort(self) -> None:
         """Discard everything written so far (the final folder is never touched)."""
         self._open = False
+        self._pool.shutdown(cancel_futures=True)  # waits for a batch being encoded
         if self._pq is not None:
             with contextlib.suppress(Exception):
                 self._pq.close()
             self._pq = None
-        self._pool.shutdown(cancel_futures=True)
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def _finish(self, extra_files: dict[str, str]) -> tuple[int, int, int]:
@@ -593,7 +604,8 @@ class DatasetWriter:
         file_idx = np.concatenate([f[1] for f in self._files])
 
         # Global stats from the batches as they are (no concatenated copy), every feature split
-        # into column blocks so a wide one (the state vector) is sorted on every core.
+        # into column blocks so a wide one (the state vector) is sorted on every core; they
+        # start while the last batch is still being encoded.
         cores = max(2, available_cores())
         by_size = sorted(order, key=lambda k: -self._arrays[0][k].nbytes)
         jobs = {
@@ -603,6 +615,7 @@ class DatasetWriter:
             ]
             for k in by_size
         }
+        self._wait_for_write()
         if self._pq is not None:
             self._pq.close()
             self._pq = None
@@ -618,8 +631,9 @@ class DatasetWriter:
         # ---- episodes metadata
         ep_columns: dict[str, pa.Array] = {}
         for k in order:
-            for stat in self._ep_stats[0][k]:
-                values = np.concatenate([s[k][stat] for s in self._ep_stats])
+            ep_stats = [s[k] if isinstance(s[k], dict) else s[k].result() for s in self._ep_stats]
+            for stat in ep_stats[0]:
+                values = np.concatenate([s[stat] for s in ep_stats])
                 ep_columns[f"stats/{k}/{stat}"] = _list_column(values)
         task_idx = np.concatenate([a["task_index"] for a in self._arrays])
         ep_task_lists: list[list[str]] = []
