@@ -28,12 +28,10 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 import torch
@@ -43,18 +41,21 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from rlkit.collect import load_env_config
-from rlkit.config import save_run_config
 from rlkit.envs.expert import Expert
 from rlkit.envs.racing import make_observation_space
 from rlkit.envs.sim import RacingConfig, RacingSim
 from rlkit.evaluate import EvalResult, evaluate, expert_driver, format_eval_table
 from rlkit.lerobot import LeRobotDataset, LeRobotFormatError, write_dataset
 from rlkit.policy import BCPolicy, export_sb3
+from rlkit.rundir import RunDir, say
 from rlkit.utils import (
-    RESULT_FILE,
     default_workers,
     episode_seed,
+    from_json,
     idle_cores,
+    resolve_device,
+    torch_save_atomic,
+    trim_csv,
     write_json_atomic,
 )
 
@@ -137,33 +138,46 @@ class BCConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (1 <= self.epochs <= 1_000_000, f"epochs must be in [1, 1e6], got {self.epochs}"),
             (
-                len(self.hidden) >= 1 and min(self.hidden) >= 1,
-                f"hidden must be positive widths, got {self.hidden}",
+                1 <= self.batch_size <= 2**24,
+                f"batch_size must be in [1, 2^24], got {self.batch_size}",
+            ),
+            (0 < self.lr <= 1, f"lr must be in (0, 1], got {self.lr}"),
+            (
+                1 <= len(self.hidden) <= 16 and 1 <= min(self.hidden) <= max(self.hidden) <= 16384,
+                f"hidden must be 1 to 16 widths in [1, 16384], got {self.hidden}",
             ),
             (
-                self.workers is None or self.workers >= 0,
-                f"workers must be >= 0, got {self.workers}",
+                self.workers is None or 0 <= self.workers <= 64,
+                f"workers must be in [0, 64] (DataLoader processes), got {self.workers}",
             ),
             (
-                self.threads is None or self.threads >= 1,
-                f"threads must be >= 1, got {self.threads}",
+                self.threads is None or 1 <= self.threads <= 1024,
+                f"threads must be in [1, 1024], got {self.threads}",
             ),
+            (0 <= self.seed < 2**32, f"seed must be in [0, 2^32), got {self.seed}"),
             (
                 0 <= self.val_fraction < 1,
                 f"val_fraction must be in [0, 1), got {self.val_fraction}",
             ),
             (self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
-            (self.dagger_rounds >= 0, f"dagger_rounds must be >= 0, got {self.dagger_rounds}"),
             (
-                self.dagger_episodes >= 1,
-                f"dagger_episodes must be >= 1, got {self.dagger_episodes}",
+                0 <= self.dagger_rounds <= 1000,
+                f"dagger_rounds must be in [0, 1000], got {self.dagger_rounds}",
             ),
-            (self.dagger_epochs >= 1, f"dagger_epochs must be >= 1, got {self.dagger_epochs}"),
-            (self.eval_episodes >= 0, f"eval_episodes must be >= 0, got {self.eval_episodes}"),
+            (
+                1 <= self.dagger_episodes <= 100_000,
+                f"dagger_episodes must be in [1, 100000], got {self.dagger_episodes}",
+            ),
+            (
+                1 <= self.dagger_epochs <= 1_000_000,
+                f"dagger_epochs must be in [1, 1e6], got {self.dagger_epochs}",
+            ),
+            (
+                0 <= self.eval_episodes <= 100_000,
+                f"eval_episodes must be in [0, 100000], got {self.eval_episodes}",
+            ),
             (0 < self.init_std <= 1, f"init_std must be in (0, 1], got {self.init_std}"),
             (not (self.resume and self.overwrite), "pass either --resume or --overwrite, not both"),
         ]
@@ -232,6 +246,12 @@ def load_bc_data(cfg: BCConfig) -> BCData:
             f"{root}/meta/stats.json: stats of '{cfg.obs_key}' have shape {mean.shape}, the data "
             f"has {obs.shape[1]} columns; delete meta/stats.json to recompute it"
         )
+    for name, v in (("mean", mean), ("std", std)):
+        if not np.isfinite(v).all():
+            raise LeRobotFormatError(
+                f"{root}/meta/stats.json: '{cfg.obs_key}' {name} is not finite ({v.tolist()}); "
+                "delete meta/stats.json to recompute it from the data"
+            )
     std = np.maximum(std, 1e-3)  # constant sensors (e.g. a ray that never sees a wall)
 
     env_config = load_env_config(root)
@@ -251,6 +271,11 @@ def load_bc_data(cfg: BCConfig) -> BCData:
         s_act = stats.get(cfg.action_key, {})
         low = np.asarray(s_act.get("min", act.min(axis=0)), dtype=np.float64).reshape(-1)
         high = np.asarray(s_act.get("max", act.max(axis=0)), dtype=np.float64).reshape(-1)
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise LeRobotFormatError(
+                f"{root}/meta/stats.json: '{cfg.action_key}' min/max are not finite; delete "
+                "meta/stats.json to recompute it from the data"
+            )
         high = np.where(high - low < 1e-6, low + 1e-6, high)
     return BCData(
         obs, act, cols["episode_index"].astype(np.int64), mean, std, low, high, env_config
@@ -352,14 +377,6 @@ class Batches:
                 )
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available; use --device cpu or auto")
-    return torch.device(name)
-
-
 def resolve_loader(cfg: BCConfig, nbytes: int) -> str:
     """``auto``: the in-memory path whenever the data fits (measured faster on CPU and GPU,
     see README), else the DataLoader."""
@@ -384,8 +401,8 @@ class BCResult:
 class _Trainer:
     """One optimisation run over a (growing, with DAgger) training set; checkpointable."""
 
-    def __init__(self, cfg: BCConfig, data: BCData, out: Path, device: torch.device) -> None:
-        self.cfg, self.data, self.out, self.device = cfg, data, out, device
+    def __init__(self, cfg: BCConfig, data: BCData, run: RunDir, device: torch.device) -> None:
+        self.cfg, self.data, self.run, self.out, self.device = cfg, data, run, run.path, device
         torch.manual_seed(cfg.seed)
         self.policy = BCPolicy(
             data.obs.shape[1],
@@ -463,14 +480,18 @@ class _Trainer:
         }
 
     def save_checkpoint(self) -> None:
-        path = self.out / "checkpoint.pt"
-        tmp = path.with_name(f".checkpoint.pt.tmp-{os.getpid()}")
-        torch.save(self.state(), tmp)
-        os.replace(tmp, path)
+        torch_save_atomic(self.state(), self.out / "checkpoint.pt")
 
-    def load_checkpoint(self) -> None:
+    def load_checkpoint(self) -> bool:
+        """Load ``checkpoint.pt``; a damaged one is skipped with a warning (returns False)."""
         path = self.out / "checkpoint.pt"
-        blob = torch.load(path, map_location=self.device, weights_only=False)
+        try:
+            blob = torch.load(path, map_location=self.device, weights_only=False)
+            if not isinstance(blob, dict) or "policy" not in blob:
+                raise ValueError("not a train_bc.py checkpoint")
+        except Exception as e:  # torch raises many kinds for a truncated or foreign file
+            say(f"warning: {path} is damaged ({type(e).__name__}: {e}); starting from epoch 0")
+            return False
         if blob.get("spec") != self.policy.spec():
             raise ValueError(
                 f"{path}: checkpoint is for a policy {blob.get('spec')}, this run builds "
@@ -483,13 +504,15 @@ class _Trainer:
             setattr(self, key, blob[key])
         self.samples, self.seconds = blob["samples"], blob["seconds"]
         self.extra_obs, self.extra_act = blob["extra_obs"], blob["extra_act"]
+        return True
 
     # -- the loop
-    def run_phase(self, epochs: int, log: csv.writer, progress: bool) -> None:
+    def run_phase(self, epochs: int, log_file: IO[str], progress: bool) -> None:
         """Train up to ``epochs`` epochs (continuing a resumed phase) with early stopping."""
         if self.epoch >= epochs or self.bad_epochs >= self.cfg.patience:
             return
         batches = self.batches()
+        log = csv.writer(log_file)
         desc = "bc" if self.phase == 0 else f"dagger {self.phase}"
         bar = tqdm(
             range(self.epoch, epochs),
@@ -511,6 +534,12 @@ class _Trainer:
                 count += len(xb)
             train_loss = total / count
             val = self.val_loss()
+            if not math.isfinite(train_loss) or (self.val_mask.any() and not math.isfinite(val)):
+                raise ValueError(
+                    f"epoch {self.total_epochs + 1}: the loss is not finite (train {train_loss}, "
+                    f"val {val}); lower --lr (now {self.cfg.lr}) or check the data in "
+                    f"{self.cfg.data}; the last good checkpoint is kept"
+                )
             dt = time.perf_counter() - t0
             self.seconds += dt
             self.samples += count
@@ -527,10 +556,12 @@ class _Trainer:
             log.writerow(
                 [self.total_epochs, self.phase, f"{train_loss:.6g}", f"{val:.6g}", f"{dt:.3f}"]
             )
+            log_file.flush()  # the log survives a kill like the checkpoint does
             bar.set_postfix(
                 train=f"{train_loss:.4f}", val=f"{val:.4f}", samples_s=f"{count / dt:,.0f}"
             )
             self.save_checkpoint()
+            self.run.saved = f"checkpoint at epoch {self.total_epochs}"
             if self.bad_epochs >= self.cfg.patience:
                 logger.info("early stop after %d epochs without improvement", self.bad_epochs)
                 break
@@ -595,22 +626,11 @@ def _write_dagger_dataset(trainer: _Trainer, out: Path) -> None:
     )
 
 
-def _prepare_output(cfg: BCConfig) -> Path:
-    out = Path(cfg.output)
-    ckpt = out / "checkpoint.pt"
-    if cfg.resume:
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"--resume: {ckpt} not found; start a new run without --resume")
-    elif out.exists() and any(out.iterdir()):
-        if not cfg.overwrite:
-            raise FileExistsError(
-                f"{out} exists; pass --resume to continue it, --overwrite, or another --output"
-            )
-        for name in ("checkpoint.pt", "bc_policy.pt", "train_log.csv", "eval.json"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "dagger", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+def _has_checkpoint(out: Path) -> bool:
+    return (out / "checkpoint.pt").is_file()
+
+
+LOG_HEADER = ["epoch", "phase", "train_loss", "val_loss", "seconds"]
 
 
 def train_bc(cfg: BCConfig, *, argv: list[str] | None = None, progress: bool = True) -> BCResult:
@@ -620,31 +640,44 @@ def train_bc(cfg: BCConfig, *, argv: list[str] | None = None, progress: bool = T
         raise ValueError(
             f"--dagger-rounds needs rlkit racing data ({cfg.data} has no meta/rlkit_env.json)"
         )
-    out = _prepare_output(cfg)
-    save_run_config(cfg, out, section="bc", argv=argv)
     device = resolve_device(cfg.device)
-    trainer = _Trainer(cfg, data, out, device)
+    run = RunDir(
+        cfg.output, "bc", resume=cfg.resume, overwrite=cfg.overwrite, has_checkpoint=_has_checkpoint
+    )
+    with run:
+        done = run.start(cfg, section="bc", argv=argv)
+        if done is not None:
+            return from_json(BCResult, done)
+        return _train(cfg, data, run, device, progress)
+
+
+def _train(
+    cfg: BCConfig, data: BCData, run: RunDir, device: torch.device, progress: bool
+) -> BCResult:
+    out = run.path
+    trainer = _Trainer(cfg, data, run, device)
     if device.type == "cpu":
         # Measured (bench_bc): a 256x256 MLP at batch 256 trains 1.5x faster on 2 idle cores
         # than on 1, but 5x slower on 2 threads when another process keeps a core busy;
         # DataLoader worker processes need the cores themselves.
         workers = cfg.num_workers if trainer.loader_kind == "dataloader" else 0
         torch.set_num_threads(cfg.threads or (1 if workers else idle_cores()))
-    if cfg.resume:
-        trainer.load_checkpoint()
-        logger.info("resumed at phase %d epoch %d", trainer.phase, trainer.epoch)
     log_path = out / "train_log.csv"
-    new_log = not log_path.exists()
+    if run.resuming and trainer.load_checkpoint():
+        kept = trim_csv(log_path, lambda r: int(r[0]) <= trainer.total_epochs, LOG_HEADER)
+        run.saved = f"checkpoint at epoch {trainer.total_epochs}"
+        say(
+            f"resuming {out} at epoch {trainer.total_epochs} (phase {trainer.phase}, "
+            f"{trainer.epoch} epochs into it); train_log.csv keeps {kept} rows"
+        )
+    else:
+        trim_csv(log_path, lambda r: False, LOG_HEADER)  # a new log: the header only
     expert = Expert()
     with log_path.open("a", newline="") as f:
-        log = csv.writer(f)
-        if new_log:
-            log.writerow(["epoch", "phase", "train_loss", "val_loss", "seconds"])
         # Phase 0: behaviour cloning; phase k: retraining after DAgger round k.
         while True:
             epochs = cfg.epochs if trainer.phase == 0 else cfg.dagger_epochs
-            trainer.run_phase(epochs, log, progress)
-            f.flush()
+            trainer.run_phase(epochs, f, progress)
             if trainer.phase >= cfg.dagger_rounds:
                 break
             trainer.use_best()
@@ -695,7 +728,7 @@ def train_bc(cfg: BCConfig, *, argv: list[str] | None = None, progress: bool = T
         write_json_atomic(out / "eval.json", payload)
     elif cfg.eval_episodes:
         logger.warning("%s is not rlkit racing data: skipping the evaluation on tracks", cfg.data)
-    write_json_atomic(out / RESULT_FILE, result)
+    run.finish(result, summary_text(result))
     return result
 
 

@@ -26,8 +26,8 @@ import csv
 import json
 import logging
 import math
-import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,14 +43,23 @@ from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from rlkit.config import save_run_config
 from rlkit.envs.expert import Expert
 from rlkit.envs.racing import RacingEnv
 from rlkit.envs.sim import RacingConfig
 from rlkit.envs.vec_env import RacingVecEnv
 from rlkit.evaluate import EvalResult, evaluate, expert_driver, format_eval_table
 from rlkit.policy import BCPolicy, build_policy_kwargs, load_bc_into, read_export_meta
-from rlkit.utils import RESULT_FILE, default_workers, write_json_atomic
+from rlkit.rundir import RunDir, say
+from rlkit.utils import (
+    atomic_path,
+    check_ranges,
+    default_workers,
+    from_json,
+    resolve_device,
+    trim_csv,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 __all__ = ["RLConfig", "RLResult", "train_rl", "evaluate_model"]
 
@@ -133,6 +142,13 @@ class RLConfig:
     video: str | None = field(
         default=None, metadata={"help": "write a top-down video of the policy (.gif or .mp4)"}
     )
+    render: Literal["none", "human"] = field(
+        default="none",
+        metadata={
+            "help": "human: watch the --eval-only episodes live in a window (needs pygame "
+            "and a display)"
+        },
+    )
     max_episode_steps: int = field(default=1000, metadata={"help": "episode length in steps"})
     max_minutes: float | None = field(
         default=None,
@@ -165,10 +181,39 @@ class RLConfig:
                 self.video is None or self.video.endswith((".gif", ".mp4")),
                 f"video must end in .gif or .mp4, got {self.video!r}",
             ),
+            (
+                self.render == "none" or self.eval_only is not None,
+                f"render {self.render!r} only works with --eval-only MODEL "
+                "(training does not render); pass --eval-only or --render none",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        # upper bounds: a typo (1e20) is an error, not an allocation the kernel kills
+        check_ranges(
+            self,
+            {
+                "envs": (1, 4096),
+                "timesteps": (1, 1e10),
+                "batch_size": (1, 2**20),
+                "lr": (1e-10, 1),
+                "gradient_steps": (1, 1e6),
+                "train_freq": (1, 1e6),
+                "buffer_size": (1, 1e8),
+                "learning_starts": (0, 1e10),
+                "n_steps": (2, 1e6),
+                "critic_warmup": (0, 1e10),
+                "bc_weight": (0, 1e6),
+                "seed": (0, 2**32 - 1),
+                "threads": (1, 1024),
+                "checkpoint_every": (0, 1e10),
+                "eval_every": (0, 1e10),
+                "eval_episodes": (1, 100_000),
+                "max_episode_steps": (1, 1e6),
+                "max_minutes": (1e-3, 1e6),
+            },
+        )
 
     @property
     def num_envs(self) -> int:
@@ -185,13 +230,16 @@ def make_vec_env(cfg: RLConfig, env_config: RacingConfig) -> VecEnv:
     if cfg.vec == "batched":
         return RacingVecEnv(n, config=env_config, seed=cfg.seed)
 
-    def factory(i: int):
-        def make() -> Monitor:
-            return Monitor(RacingEnv(config=env_config))
+    subproc = cfg.vec == "subproc"
 
-        return make
+    def make() -> Monitor:
+        if subproc:
+            # Ctrl-C reaches the whole process group: the trainer handles it and closes the
+            # workers; a worker dying of it first would print its own traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return Monitor(RacingEnv(config=env_config))
 
-    fns = [factory(i) for i in range(n)]
+    fns = [make] * n
     env = (
         SubprocVecEnv(fns, start_method="forkserver") if cfg.vec == "subproc" else DummyVecEnv(fns)
     )
@@ -201,15 +249,13 @@ def make_vec_env(cfg: RLConfig, env_config: RacingConfig) -> VecEnv:
 
 # ------------------------------------------------------------------ checkpoints
 def _atomic_save_model(model: BaseAlgorithm, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.zip")
-    model.save(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        model.save(str(tmp))
 
 
 def _atomic_save_buffer(model: OffPolicyAlgorithm, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.pkl")
-    model.save_replay_buffer(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        model.save_replay_buffer(str(tmp))
 
 
 def newest_checkpoint(out: Path) -> Path | None:
@@ -221,14 +267,39 @@ def newest_checkpoint(out: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("_")[1]), default=None)
 
 
-class CheckpointEvery(BaseCallback):
-    """Checkpoint every ``every`` *environment* steps (checked at rollout ends): model, replay
-    buffer, then a ``done`` marker; older checkpoints are removed once a newer one is complete
+def save_checkpoint(run: RunDir, model: BaseAlgorithm, clock: WallClock, keep: int = 2) -> Path:
+    """Checkpoint ``model`` at its env step: model, replay buffer, then a ``done`` marker
+    (with the run's wall time); older complete checkpoints go once this one is complete
     (the ``keep`` newest stay)."""
+    steps = model.num_timesteps
+    root = run.path / "checkpoints"
+    folder = root / f"step_{steps}"
+    if (folder / "done").is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_save_model(model, folder / "model.zip")
+    if isinstance(model, OffPolicyAlgorithm):
+        _atomic_save_buffer(model, folder / "replay_buffer.pkl")
+    algo = type(model).__name__.lower()
+    write_text_atomic(
+        folder / "done", json.dumps({"env_steps": steps, "algo": algo, "wall_s": clock.elapsed()})
+    )
+    run.saved = f"checkpoint at {steps:,} env steps"
+    complete = sorted(
+        (p for p in root.glob("step_*") if (p / "done").is_file()),
+        key=lambda p: int(p.name.split("_")[1]),
+    )
+    for old in complete[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
 
-    def __init__(self, out: Path, every: int, keep: int = 2) -> None:
+
+class CheckpointEvery(BaseCallback):
+    """:func:`save_checkpoint` every ``every`` *environment* steps (checked at rollout ends)."""
+
+    def __init__(self, run: RunDir, every: int, clock: WallClock) -> None:
         super().__init__()
-        self.out, self.every, self.keep = out / "checkpoints", every, keep
+        self.run, self.every, self.clock = run, every, clock
         self.next_at = 0
 
     def _on_training_start(self) -> None:
@@ -241,27 +312,9 @@ class CheckpointEvery(BaseCallback):
         # At the end of a rollout the step's transitions are in the replay buffer (during
         # _on_step they are not yet), so model and buffer are consistent.
         if self.num_timesteps >= self.next_at:
-            self.save()
+            save_checkpoint(self.run, self.model, self.clock)
             while self.next_at <= self.num_timesteps:
                 self.next_at += self.every
-
-    def save(self) -> Path:
-        folder = self.out / f"step_{self.num_timesteps}"
-        if (folder / "done").is_file():
-            return folder
-        folder.mkdir(parents=True, exist_ok=True)
-        _atomic_save_model(self.model, folder / "model.zip")
-        if isinstance(self.model, OffPolicyAlgorithm):
-            _atomic_save_buffer(self.model, folder / "replay_buffer.pkl")
-        algo = type(self.model).__name__.lower()
-        (folder / "done").write_text(json.dumps({"env_steps": self.num_timesteps, "algo": algo}))
-        complete = sorted(
-            (p for p in self.out.glob("step_*") if (p / "done").is_file()),
-            key=lambda p: int(p.name.split("_")[1]),
-        )
-        for old in complete[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
-        return folder
 
 
 class EvalEvery(BaseCallback):
@@ -269,12 +322,18 @@ class EvalEvery(BaseCallback):
     to TensorBoard and ``learning_curve.csv``; keep ``best_model.zip``."""
 
     def __init__(
-        self, out: Path, every: int, env_config: RacingConfig, episodes: int, seed: int, t0: float
+        self,
+        out: Path,
+        every: int,
+        env_config: RacingConfig,
+        episodes: int,
+        seed: int,
+        clock: WallClock,
     ) -> None:
         super().__init__()
         self.out, self.every, self.env_config = out, every, env_config
         self.episodes, self.seed = episodes, seed
-        self.wall0 = t0
+        self.clock = clock
         self.next_at = 0
         self.best = -math.inf
         self.curve = out / "learning_curve.csv"
@@ -314,7 +373,7 @@ class EvalEvery(BaseCallback):
             w.writerow(
                 [
                     self.num_timesteps,
-                    f"{time.perf_counter() - self.wall0:.2f}",
+                    f"{self.clock.elapsed():.2f}",
                     f"{res.mean_return:.3f}",
                     f"{res.lap_rate:.4f}",
                     "" if math.isnan(res.mean_lap_time) else f"{res.mean_lap_time:.3f}",
@@ -411,6 +470,41 @@ class BCRegulariser(BaseCallback):
             loss = self.weight * torch.nn.functional.mse_loss(pred, target)
             loss.backward()
         self.last_loss = float(loss.detach())
+
+
+class WallClock:
+    """Wall time of a run across resumes: ``elapsed()`` continues from ``offset`` seconds
+    (the time recorded in the checkpoint a run resumed from)."""
+
+    def __init__(self, offset: float = 0.0) -> None:
+        self.t0 = time.perf_counter() - offset
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+class ProgressBar(BaseCallback):
+    """A tqdm bar of environment steps that ends at its total (SB3's own bar counts every
+    step of the last rollout past it: "503,808/500,000")."""
+
+    def __init__(self, start: int, total: int) -> None:
+        super().__init__()
+        self.start, self.total = start, total
+        self.bar: Any = None
+
+    def _on_training_start(self) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=self.total, initial=self.start, desc="rl", unit="step", dynamic_ncols=True
+        )
+
+    def _on_step(self) -> bool:
+        self.bar.update(max(0, min(self.num_timesteps, self.total) - self.bar.n))
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.close()
 
 
 class WallClockLimit(BaseCallback):
@@ -534,35 +628,6 @@ def _prefill_demos(model: OffPolicyAlgorithm, demos: str, env_config: RacingConf
     return m
 
 
-def _prepare_output(cfg: RLConfig) -> Path:
-    out = Path(cfg.output)
-    if cfg.resume:
-        if newest_checkpoint(out) is None:
-            raise FileNotFoundError(
-                f"--resume: no complete checkpoint in {out}/checkpoints; start without --resume"
-            )
-    elif out.exists() and any(out.iterdir()):
-        if not cfg.overwrite:
-            raise FileExistsError(
-                f"{out} exists; pass --resume to continue it, --overwrite, or another --output"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def _trim_curve(curve: Path, step: int) -> None:
-    """Drop evaluations made after ``step`` (work lost with the interrupted run)."""
-    if not curve.is_file():
-        return
-    rows = list(csv.reader(curve.open()))
-    kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= step]
-    tmp = curve.with_name(f".{curve.name}.tmp-{os.getpid()}")
-    with tmp.open("w", newline="") as f:
-        csv.writer(f).writerows(kept)
-    os.replace(tmp, curve)
-
-
 def _env_config(cfg: RLConfig, bc_meta: dict[str, Any] | None) -> RacingConfig:
     if bc_meta is not None and bc_meta.get("env_config"):
         base = RacingConfig.from_dict(bc_meta["env_config"])
@@ -571,6 +636,14 @@ def _env_config(cfg: RLConfig, bc_meta: dict[str, Any] | None) -> RacingConfig:
     import dataclasses
 
     return dataclasses.replace(base, max_episode_steps=cfg.max_episode_steps)
+
+
+def _finite(model: BaseAlgorithm) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.policy.parameters())
+
+
+def _has_checkpoint(out: Path) -> bool:
+    return newest_checkpoint(out) is not None
 
 
 def train_rl(cfg: RLConfig, *, argv: list[str] | None = None, progress: bool = True) -> RLResult:
@@ -582,15 +655,31 @@ def train_rl(cfg: RLConfig, *, argv: list[str] | None = None, progress: bool = T
             raise ImportError("--tensorboard needs TensorBoard: pip install tensorboard") from e
     bc_meta = read_export_meta(cfg.init_from) if cfg.init_from else None
     env_config = _env_config(cfg, bc_meta)
-    out = _prepare_output(cfg)
-    save_run_config(cfg, out, section="rl", argv=argv)
+    device = str(resolve_device(cfg.device))
+    run = RunDir(
+        cfg.output, "rl", resume=cfg.resume, overwrite=cfg.overwrite, has_checkpoint=_has_checkpoint
+    )
+    with run:
+        done = run.start(cfg, section="rl", argv=argv)
+        if done is not None:
+            return from_json(RLResult, done)
+        return _train(cfg, run, env_config, bc_meta, device, progress)
+
+
+def _train(
+    cfg: RLConfig,
+    run: RunDir,
+    env_config: RacingConfig,
+    bc_meta: dict[str, Any] | None,
+    device: str,
+    progress: bool,
+) -> RLResult:
+    out = run.path
     torch.set_num_threads(cfg.threads)
-    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device
-    device = "cpu" if device == "auto" else device
     env = make_vec_env(cfg, env_config)
-    t0 = time.perf_counter()
     try:
-        ckpt = newest_checkpoint(out) if cfg.resume else None
+        ckpt = newest_checkpoint(out) if run.resuming else None
+        clock = WallClock()
         if ckpt is not None:
             done = json.loads((ckpt / "done").read_text())
             if done["algo"] != cfg.algo:
@@ -598,11 +687,16 @@ def train_rl(cfg: RLConfig, *, argv: list[str] | None = None, progress: bool = T
                     f"{ckpt}: checkpoint made by {done['algo'].upper()}, not {cfg.algo.upper()}; "
                     f"resume with --algo {done['algo']} or start a new --output"
                 )
-            _trim_curve(out / "learning_curve.csv", done["env_steps"])
+            kept = trim_csv(out / "learning_curve.csv", lambda r: int(r[0]) <= done["env_steps"])
+            clock = WallClock(done.get("wall_s", 0.0))
             model = ALGOS[cfg.algo].load(str(ckpt / "model.zip"), env=env, device=device)
             if isinstance(model, OffPolicyAlgorithm) and (ckpt / "replay_buffer.pkl").is_file():
                 model.load_replay_buffer(str(ckpt / "replay_buffer.pkl"))
-            logger.info("resumed from %s at %d env steps", ckpt, model.num_timesteps)
+            run.saved = f"checkpoint at {model.num_timesteps:,} env steps"
+            say(
+                f"resuming {out} at {model.num_timesteps:,} env steps ({ckpt.name}); "
+                f"learning_curve.csv keeps {kept} evaluations"
+            )
         else:
             model = _build_model(cfg, env, bc_meta, device)
             if cfg.init_from:
@@ -612,37 +706,60 @@ def train_rl(cfg: RLConfig, *, argv: list[str] | None = None, progress: bool = T
                     "replay buffer pre-filled with %d demo transitions",
                     _prefill_demos(model, cfg.demos, env_config),
                 )
-        callbacks: list[BaseCallback] = [
-            EvalEvery(
-                out, cfg.eval_every or cfg.timesteps, env_config, cfg.eval_episodes, cfg.seed, t0
-            )
-        ]
-        checkpointer = CheckpointEvery(out, cfg.checkpoint_every) if cfg.checkpoint_every else None
-        if checkpointer is not None:
-            callbacks.append(checkpointer)
-        if cfg.max_minutes:
-            callbacks.append(WallClockLimit(t0, cfg.max_minutes * 60))
-        if cfg.init_from and cfg.critic_warmup:
-            callbacks.append(CriticWarmup(cfg.critic_warmup))
-        if cfg.demos and cfg.bc_weight > 0 and isinstance(model, OffPolicyAlgorithm):
-            demo = _load_demos(cfg.demos, model, [])
-            callbacks.append(
-                BCRegulariser(demo["observation.state"], demo["action"], cfg.bc_weight, cfg.seed)
-            )
         start_steps = model.num_timesteps
+        t0 = time.perf_counter()
         remaining = max(0, cfg.timesteps - start_steps)
         if remaining:
-            model.learn(
-                total_timesteps=remaining,
-                callback=callbacks,
-                reset_num_timesteps=ckpt is None,
-                progress_bar=progress,
-                tb_log_name=cfg.algo,
-            )
+            callbacks: list[BaseCallback] = [
+                EvalEvery(
+                    out,
+                    cfg.eval_every or cfg.timesteps,
+                    env_config,
+                    cfg.eval_episodes,
+                    cfg.seed,
+                    clock,
+                )
+            ]
+            if cfg.checkpoint_every:
+                callbacks.append(CheckpointEvery(run, cfg.checkpoint_every, clock))
+            if cfg.max_minutes:
+                callbacks.append(WallClockLimit(t0, cfg.max_minutes * 60))
+            if cfg.init_from and cfg.critic_warmup:
+                callbacks.append(CriticWarmup(cfg.critic_warmup))
+            if cfg.demos and cfg.bc_weight > 0 and isinstance(model, OffPolicyAlgorithm):
+                demo = _load_demos(cfg.demos, model, [])
+                callbacks.append(
+                    BCRegulariser(
+                        demo["observation.state"], demo["action"], cfg.bc_weight, cfg.seed
+                    )
+                )
+            if progress:
+                callbacks.append(ProgressBar(start_steps, cfg.timesteps))
+            try:
+                model.learn(
+                    total_timesteps=remaining,
+                    callback=callbacks,
+                    reset_num_timesteps=ckpt is None,
+                    tb_log_name=cfg.algo,
+                )
+            except ValueError as e:  # torch's distributions reject NaN parameters
+                if _finite(model):
+                    raise
+                raise ValueError(
+                    f"training diverged near {model.num_timesteps:,} env steps: the policy's "
+                    f"weights are not finite; lower --lr (now {cfg.lr}); the last checkpoint "
+                    "is kept"
+                ) from e
+            if not _finite(model):
+                raise ValueError(
+                    f"training diverged: the policy's weights are not finite after "
+                    f"{model.num_timesteps:,} env steps; lower --lr (now {cfg.lr})"
+                )
+            if cfg.checkpoint_every:
+                # the final state: a kill while the outputs below are written resumes here
+                save_checkpoint(run, model, clock)
         wall = time.perf_counter() - t0
         _atomic_save_model(model, out / "final_model.zip")
-        if checkpointer is not None:
-            checkpointer.save()
     finally:
         env.close()
     result = RLResult(
@@ -652,7 +769,7 @@ def train_rl(cfg: RLConfig, *, argv: list[str] | None = None, progress: bool = T
     write_learning_curve_png(out, result.eval)
     if cfg.video:
         write_video(model, env_config, cfg.video, cfg.seed)
-    write_json_atomic(out / RESULT_FILE, result)
+    run.finish(result, summary_text(result), complete=model.num_timesteps >= cfg.timesteps)
     return result
 
 
@@ -708,10 +825,9 @@ def write_learning_curve_png(out: Path, rows: dict[str, EvalResult]) -> None:
     axes[0].set_ylabel("mean return on held-out tracks")
     axes[0].legend()
     fig.tight_layout()
-    tmp = out / f".learning_curve.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(out / "learning_curve.png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, out / "learning_curve.png")
 
 
 def write_video(
@@ -737,35 +853,40 @@ def write_video(
 
 
 def save_video(frames: list[np.ndarray], path: Path, fps: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    if path.suffix == ".gif":
-        from PIL import Image
-
-        images = [Image.fromarray(f) for f in frames[::2]]  # 10 fps keeps the GIF small
-        images[0].save(
-            tmp, save_all=True, append_images=images[1:], duration=int(2000 / fps), loop=0
-        )
-    else:
+    if path.suffix != ".gif":
         try:
             import av
         except ImportError as e:
             raise ImportError("--video .mp4 needs PyAV: pip install av (or use a .gif)") from e
-        with av.open(str(tmp), mode="w") as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
-            stream.pix_fmt = "yuv420p"
-            for f in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+    with atomic_path(path) as tmp:
+        if path.suffix == ".gif":
+            from PIL import Image
+
+            images = [Image.fromarray(f) for f in frames[::2]]  # 10 fps keeps the GIF small
+            images[0].save(
+                tmp, save_all=True, append_images=images[1:], duration=int(2000 / fps), loop=0
+            )
+        else:
+            with av.open(str(tmp), mode="w") as container:
+                stream = container.add_stream("libx264", rate=fps)
+                stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
+                stream.pix_fmt = "yuv420p"
+                for f in frames:
+                    for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                        container.mux(packet)
+                for packet in stream.encode():
                     container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-    os.replace(tmp, path)
     return path
 
 
 def eval_only(cfg: RLConfig) -> dict[str, EvalResult]:
-    """``--eval-only MODEL``: evaluate a saved model (algorithm from --algo)."""
+    """``--eval-only MODEL``: evaluate a saved model (algorithm from --algo).
+
+    With ``--render human`` the policy first drives the ``--eval-episodes`` evaluation
+    tracks live in a pygame window, in real time (the same tracks and start states as the
+    table: episode i is ``RacingEnv`` seeded with ``episode_seed(seed, i, "eval")``, like car
+    i of :func:`~rlkit.evaluate.evaluate`). Closing the window skips to the table.
+    """
     path = Path(cfg.eval_only or "")
     if not path.is_file():
         raise FileNotFoundError(f"--eval-only {path}: no such model file")
@@ -778,6 +899,22 @@ def eval_only(cfg: RLConfig) -> dict[str, EvalResult]:
             f"{path}: not a saved {cfg.algo.upper()} model ({type(e).__name__}: {e}); "
             "pass the matching --algo"
         ) from e
+    if cfg.render == "human":
+        from rlkit.utils import episode_seed
+
+        env = RacingEnv(render_mode="human", config=env_config)
+        try:
+            for i in range(cfg.eval_episodes):
+                obs, _ = env.reset(seed=episode_seed(cfg.seed, i, "eval"))  # opens the window
+                done = False
+                while not done and env.window is not None and env.window.is_open:
+                    action, _ = model.predict(obs, deterministic=True)
+                    obs, _, terminated, truncated, _ = env.step(action)
+                    done = terminated or truncated
+                if env.window is None or not env.window.is_open:
+                    break  # the user closed the window
+        finally:
+            env.close()
     rows = {"rl": evaluate_model(model, env_config, cfg.eval_episodes, cfg.seed)}
     rows["expert"] = evaluate(expert_driver(Expert()), env_config, cfg.eval_episodes, cfg.seed)
     if cfg.video:

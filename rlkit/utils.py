@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import os
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "atomic_path",
     "available_cores",
     "default_workers",
     "idle_cores",
@@ -102,23 +105,136 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then ``os.replace`` it into place."""
+_TMP_COUNTER = itertools.count()
+
+
+def temp_name(path: Path) -> Path:
+    """A hidden sibling of ``path`` unique to this process: ``.NAME.tmp-PID-K.SUFFIX``.
+
+    The suffix is kept because some writers add one when it is missing (SB3's ``save``
+    appends ``.zip``); ``.tmp-PID`` lets :func:`rlkit.rundir.clean_stale_temps` remove
+    the leftovers of a killed process and nothing else.
+    """
+    return path.with_name(f".{path.stem}.tmp-{os.getpid()}-{next(_TMP_COUNTER)}{path.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is synced and renamed onto it.
+
+    Example::
+
+        with atomic_path(out / "model.zip") as tmp:
+            model.save(tmp)
+
+    On any exception (a full disk, Ctrl-C) the temporary file is removed and ``path`` keeps
+    its previous content, so a crash never leaves a half-written file under its final name
+    or a temporary one that fills the disk. The file is created like any other file, so its
+    mode follows the umask.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temp_name(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise
-    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "x", encoding="utf-8") as fh:
+        fh.write(text)
+    return Path(path)
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` (made JSON-safe by :func:`json_ready`) to ``path`` atomically."""
     return write_text_atomic(path, json.dumps(json_ready(obj), indent=2, allow_nan=False) + "\n")
+
+
+def from_json(cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a result dataclass from its :func:`json_ready` form (``result.json``):
+    paths from text, ``null`` floats as NaN, ``dict[str, Dataclass]`` fields recursively."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value, tp = data[f.name], hints[f.name]
+        args = typing.get_args(tp)
+        if tp is Path:
+            value = Path(value)
+        elif tp is float and value is None:
+            value = math.nan
+        elif typing.get_origin(tp) is dict and len(args) == 2 and dataclasses.is_dataclass(args[1]):
+            value = {k: from_json(args[1], v) for k, v in (value or {}).items()}
+        elif tp is dict[str, float] and isinstance(value, dict):
+            value = {k: math.nan if v is None else v for k, v in value.items()}
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def resolve_device(name: str) -> Any:
+    """``auto``: CUDA when available, else CPU; ``cuda`` without a CUDA device is an error."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def trim_csv(path: Path, keep: Any, header: list[str] | None = None) -> int:
+    """Rewrite a log CSV keeping its header and the rows for which ``keep(row)`` is true.
+
+    Used on resume: rows written after the checkpoint describe work that is redone, so they
+    go (a resumed log then reads like an uninterrupted one). Malformed rows (a line cut by
+    a kill) are dropped too. ``header`` replaces a missing or empty first line. Returns the
+    number of rows kept.
+    """
+    import csv
+
+    rows = list(csv.reader(path.open(newline=""))) if path.is_file() else []
+    head = rows[0] if rows and rows[0] else header
+    if head is None:
+        return 0
+    kept = []
+    for r in rows[1:]:
+        try:
+            if len(r) == len(head) and keep(r):
+                kept.append(r)
+        except (ValueError, IndexError):
+            continue
+    with atomic_path(path) as tmp, open(tmp, "x", newline="") as f:
+        csv.writer(f).writerows([head, *kept])
+    return len(kept)
+
+
+def torch_save_atomic(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to ``path`` atomically (see :func:`atomic_path`)."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def check_ranges(cfg: Any, bounds: dict[str, tuple[float, float]]) -> None:
+    """Raise ``ValueError("name must be in [lo, hi], got v")`` for the first field of ``cfg``
+    outside its bounds (``None`` values are left to the field's default)."""
+    for name, (lo, hi) in bounds.items():
+        v = getattr(cfg, name)
+        if v is not None and not lo <= v <= hi:
+            raise ValueError(f"{name} must be in [{lo:g}, {hi:g}], got {v}")

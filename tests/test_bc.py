@@ -229,10 +229,12 @@ def test_bad_inputs_give_clear_errors(demos, tmp_path):
     out = tmp_path / "exists"
     out.mkdir()
     (out / "x").write_text("keep")
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(FileExistsError, match=r"not train_bc.py output \(x\)"):
         train_bc(_cfg(demos, out, epochs=1))
-    with pytest.raises(FileNotFoundError, match="checkpoint.pt"):
-        train_bc(_cfg(demos, tmp_path / "fresh", epochs=1, resume=True))
+    for flag in ("resume", "overwrite"):
+        with pytest.raises(FileExistsError, match=r"not train_bc.py output \(x\)"):
+            train_bc(_cfg(demos, out, epochs=1, **{flag: True}))
+    assert sorted(p.name for p in out.iterdir()) == ["x"]
     assert (out / "x").read_text() == "keep"
     assert not (tmp_path / "o").exists()  # nothing written for invalid input
 

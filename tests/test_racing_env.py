@@ -230,4 +230,4 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="n_rays must be >= 1"):
         RacingEnv(n_rays=0)
     with pytest.raises(ValueError, match="render_mode"):
-        RacingEnv(render_mode="human")
+        RacingEnv(render_mode="ansi")

@@ -249,7 +249,8 @@ def test_bad_inputs(bc_run, tmp_path, capsys):
     assert main(["--init-from", str(tmp_path), "--output", str(tmp_path / "o")]) == 1
     assert "not a train_bc.py output folder" in capsys.readouterr().err
     assert main(["--resume", "--output", str(tmp_path / "none")]) == 1
-    assert "no complete checkpoint" in capsys.readouterr().err
+    assert "does not exist; start a new run without --resume" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
 
 
 def test_checkpoint_from_another_algorithm_is_refused(bc_run, tmp_path, capsys):

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from rlkit.envs.render import render_frame
+from rlkit.envs.render import PygameWindow, render_frame
 from rlkit.envs.sim import RacingConfig, RacingSim
 
 __all__ = ["RacingEnv", "make_observation_space", "make_action_space"]
@@ -71,6 +71,14 @@ class RacingEnv(gym.Env):
     ``laps`` (completed fraction of laps, float), ``off_track``, ``speed`` (m/s), and
     ``lap_time`` (seconds) on the step that completes a lap.
 
+    ## Rendering
+    ``render_mode="rgb_array"``: :meth:`render` returns the top-down frame, uint8
+    ``(render_size, render_size, 3)`` (96 px by default). ``render_mode="human"``: every
+    :meth:`reset` and :meth:`step` draws that frame in a pygame window (512 px by default)
+    at ``metadata["render_fps"]`` (real time, ``1 / dt``), :meth:`render` returns None and
+    :meth:`close` closes the window. Needs ``pip install pygame`` (the ``rlkit[human]``
+    extra) and a display; pygame has one window per process.
+
     ## Reset Options
     ``env.reset(seed=..., options={"track_seed": k})`` drives track ``k`` instead of a random
     one (evaluation on fixed held-out tracks).
@@ -78,15 +86,19 @@ class RacingEnv(gym.Env):
     ## Arguments
     ``gymnasium.make("rlkit/Racing-v0", render_mode="rgb_array", render_size=96,
     config=RacingConfig(...), **overrides)``; keyword overrides replace fields of the config
-    (e.g. ``max_episode_steps=500, n_rays=15``).
+    (e.g. ``max_episode_steps=500, n_rays=15``). ``render_size``: side of the frame in
+    pixels (default 96 for ``rgb_array``, 512 for the ``human`` window).
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 20}
+
+    #: default frame side in pixels per render mode (a human watches a bigger picture)
+    DEFAULT_RENDER_SIZE = {"rgb_array": 96, "human": 512}
 
     def __init__(
         self,
         render_mode: str | None = None,
-        render_size: int = 96,
+        render_size: int | None = None,
         config: RacingConfig | None = None,
         **overrides: Any,
     ) -> None:
@@ -101,7 +113,12 @@ class RacingEnv(gym.Env):
             )
         self.config = config
         self.render_mode = render_mode
+        if render_size is None:
+            render_size = self.DEFAULT_RENDER_SIZE.get(render_mode or "rgb_array", 96)
         self.render_size = int(render_size)
+        if self.render_size < 8:
+            raise ValueError(f"render_size must be >= 8 pixels, got {self.render_size}")
+        self.window: PygameWindow | None = None  # opened by the first human-mode frame
         self.sim = RacingSim(1, config)
         self.observation_space = make_observation_space(config)
         self.action_space = make_action_space()
@@ -116,6 +133,8 @@ class RacingEnv(gym.Env):
         super().reset(seed=seed)
         track_seed = (options or {}).get("track_seed")
         self.sim.reset_car(0, self.np_random, track_seed=track_seed)
+        if self.render_mode == "human":
+            self._render_human()
         return self.sim.observe()[0], self._info()
 
     def step(self, action):
@@ -123,6 +142,8 @@ class RacingEnv(gym.Env):
         info = self._info()
         if lap_done[0]:
             info["lap_time"] = float(self.sim.lap_time[0])
+        if self.render_mode == "human":
+            self._render_human()
         return (
             self.sim.observe()[0],
             float(reward[0]),
@@ -140,6 +161,25 @@ class RacingEnv(gym.Env):
         }
 
     def render(self) -> np.ndarray | None:
+        """The current frame (``rgb_array``); None in ``human`` mode, which draws by itself
+        on every reset/step (a call redraws the window), and without a render mode."""
+        if self.render_mode == "human":
+            self._render_human()
+            return None
         if self.render_mode != "rgb_array":
             return None
         return render_frame(self.sim, 0, self.render_size)
+
+    def _render_human(self) -> None:
+        # pygame is imported here, with the first frame, so the env never needs it otherwise
+        if self.window is None:
+            self.window = PygameWindow(self.render_size, self.metadata["render_fps"])
+        if self.window.is_open:  # closed by the user: the live view is over, skip the drawing
+            self.window.show(render_frame(self.sim, 0, self.render_size))
+
+    def close(self) -> None:
+        """Close the human-mode window, if one is open."""
+        if self.window is not None:
+            self.window.close()
+            self.window = None
+        super().close()

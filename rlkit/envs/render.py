@@ -4,18 +4,31 @@ The whole track is fitted into a square frame. The static part (grass, road, edg
 start line) depends only on the track and the frame size, so it is drawn once and cached;
 each frame then only paints the car, which keeps rendering cheap enough for pixel-based
 world models (64x64) and videos.
+
+``render_mode="human"`` shows the same frames in a :class:`PygameWindow`; pygame is the
+only optional dependency here and is imported when the first window opens
+(``pip install pygame``, or the ``rlkit[human]`` extra).
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from types import ModuleType
 
 import numpy as np
+from gymnasium.error import DependencyNotInstalled
 
 from rlkit.envs.sim import RacingSim
 from rlkit.envs.track import Track
 
-__all__ = ["render_frame", "track_background"]
+__all__ = [
+    "PygameNotInstalled",
+    "PygameWindow",
+    "import_pygame",
+    "render_frame",
+    "track_background",
+]
 
 GRASS = np.array([62, 138, 58], dtype=np.uint8)
 ROAD = np.array([96, 96, 100], dtype=np.uint8)
@@ -106,3 +119,78 @@ def render_frame(sim: RacingSim, car: int, size: int = 96) -> np.ndarray:
     inside = (np.abs(along) <= half_l) & (np.abs(across) <= half_w)
     frame[row_lo:row_hi, col_lo:col_hi][inside] = CAR
     return frame
+
+
+# ------------------------------------------------------------------ human rendering
+PYGAME_HINT = "pip install pygame (or pip install 'rlkit[human]')"
+
+
+class PygameNotInstalled(DependencyNotInstalled, ImportError):
+    """pygame is missing: Gymnasium's ``DependencyNotInstalled``, and an ``ImportError`` so
+    the command-line tools report it as one line."""
+
+
+def import_pygame(purpose: str = 'render_mode="human"') -> ModuleType:
+    """Import pygame, or raise :class:`PygameNotInstalled` naming the install command."""
+    # pygame prints a banner on import; keep the tools' output to their own tables.
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    try:
+        import pygame
+    except ImportError as e:
+        raise PygameNotInstalled(f"{purpose} needs pygame: {PYGAME_HINT}") from e
+    return pygame
+
+
+class PygameWindow:
+    """A square window that shows uint8 (H, W, 3) frames at most ``fps`` times a second.
+
+    Follows Gymnasium's classic-control envs: the display opens on construction, every
+    :meth:`show` pumps the event queue (so the OS does not mark the window as frozen),
+    flips the display and waits on a ``pygame.time.Clock`` to hold the frame rate.
+    Closing the window with its close button ends the live view: later :meth:`show` calls
+    do nothing and :attr:`is_open` is False.
+    """
+
+    def __init__(self, size: int, fps: float, title: str = "rlkit/Racing-v0") -> None:
+        if size < 8:
+            raise ValueError(f"window size must be >= 8 pixels, got {size}")
+        pygame = import_pygame()
+        self._pygame = pygame
+        self.size = int(size)
+        self.fps = float(fps)
+        try:
+            pygame.display.init()
+            self.screen = pygame.display.set_mode((self.size, self.size))
+        except pygame.error as e:
+            pygame.display.quit()
+            # OSError: the machine has no usable display, like a missing file for the CLIs
+            raise OSError(
+                f'render_mode="human" could not open a window ({e}); it needs a display '
+                "(check DISPLAY, or set SDL_VIDEODRIVER=dummy to draw off-screen)"
+            ) from e
+        pygame.display.set_caption(title)
+        self.clock = pygame.time.Clock()
+        self.is_open = True
+
+    def show(self, frame: np.ndarray) -> bool:
+        """Draw ``frame`` (scaled to the window if its size differs); False once closed."""
+        if not self.is_open:
+            return False
+        pygame = self._pygame
+        if any(event.type == pygame.QUIT for event in pygame.event.get()):
+            self.close()
+            return False
+        # surfarray indexes pixels (x, y); frames are (row, col) = (y, x)
+        surface = pygame.surfarray.make_surface(np.ascontiguousarray(frame.swapaxes(0, 1)))
+        if surface.get_size() != self.screen.get_size():
+            surface = pygame.transform.scale(surface, self.screen.get_size())
+        self.screen.blit(surface, (0, 0))
+        pygame.display.flip()
+        self.clock.tick(self.fps)
+        return True
+
+    def close(self) -> None:
+        """Close the window (idempotent). Only the display is shut down, not all of pygame."""
+        if self.is_open:
+            self.is_open = False
+            self._pygame.display.quit()
