@@ -246,12 +246,6 @@ def load_bc_data(cfg: BCConfig) -> BCData:
             f"{root}/meta/stats.json: stats of '{cfg.obs_key}' have shape {mean.shape}, the data "
             f"has {obs.shape[1]} columns; delete meta/stats.json to recompute it"
         )
-    for name, v in (("mean", mean), ("std", std)):
-        if not np.isfinite(v).all():
-            raise LeRobotFormatError(
-                f"{root}/meta/stats.json: '{cfg.obs_key}' {name} is not finite ({v.tolist()}); "
-                "delete meta/stats.json to recompute it from the data"
-            )
     std = np.maximum(std, 1e-3)  # constant sensors (e.g. a ray that never sees a wall)
 
     env_config = load_env_config(root)
@@ -271,11 +265,6 @@ def load_bc_data(cfg: BCConfig) -> BCData:
         s_act = stats.get(cfg.action_key, {})
         low = np.asarray(s_act.get("min", act.min(axis=0)), dtype=np.float64).reshape(-1)
         high = np.asarray(s_act.get("max", act.max(axis=0)), dtype=np.float64).reshape(-1)
-        if not (np.isfinite(low).all() and np.isfinite(high).all()):
-            raise LeRobotFormatError(
-                f"{root}/meta/stats.json: '{cfg.action_key}' min/max are not finite; delete "
-                "meta/stats.json to recompute it from the data"
-            )
         high = np.where(high - low < 1e-6, low + 1e-6, high)
     return BCData(
         obs, act, cols["episode_index"].astype(np.int64), mean, std, low, high, env_config

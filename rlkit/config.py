@@ -26,10 +26,23 @@ config.yml layout::
       output: data/demos
     world_model:
       loading-workers: 8        # '-' or '_', or an alias (world_loading_workers)
-    world_loading_workers: 8    # flat legacy spelling; see FLAT_KEYS (section value wins)
+    world_loading_workers: 8    # flat spelling of the seeds; see FLAT_KEYS
 
-Unknown keys, unknown sections and wrongly typed values raise :class:`ConfigError` naming
-the file, the section, the key and a "did you mean ..." suggestion.
+Flat keys. A key of :data:`FLAT_KEYS` (the seeds' ``world_loading_workers``) may stand at the
+top level instead of inside its section. It takes effect when the section does not set the
+same option; when both are set they must agree: different values are an error naming both
+places and lines (the shipped config.yml sets ``world_model.loading_workers``, so set one of
+the two, never both). Every tool checks this, so a conflict stops the first tool that reads
+the file, not only the world model.
+
+Nothing is taken silently. Unknown keys, unknown sections, duplicate keys or sections (YAML
+would keep the last), wrongly typed values, NaN or infinite floats (``.nan``, ``--lr inf``),
+integers outside the 64-bit range and files that are not UTF-8 raise :class:`ConfigError`
+naming the file, the section, the key (and the line where known) and a "did you mean ..."
+suggestion; a bad flag value is an argparse error naming the flag. A ``ValueError`` from the
+dataclass's ``__post_init__`` names where the offending value came from:
+``config.yml: collect.episodes: episodes must be >= 1, got -5`` or
+``--episodes: episodes must be >= 1, got -5``.
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ import dataclasses
 import difflib
 import functools
 import logging
+import math
 import os
 import shlex
 import sys
@@ -59,9 +73,15 @@ T = TypeVar("T")
 #: Known top-level sections of config.yml, one per tool.
 SECTIONS: set[str] = {"collect", "bc", "rl", "world_model", "merge"}
 
-#: Flat top-level keys (legacy spellings) -> the section whose dataclass owns them as an alias.
-#: Other tools skip these keys instead of rejecting them, so one config.yml serves every tool.
-FLAT_KEYS: dict[str, str] = {"world_loading_workers": "world_model"}
+#: Flat top-level keys (the seeds' spellings) -> (section, field) that owns them as an alias.
+#: Other tools skip these keys instead of rejecting them, so one config.yml serves every tool,
+#: but every tool refuses a flat key that contradicts its section (see the module docstring).
+FLAT_KEYS: dict[str, tuple[str, str]] = {
+    "world_loading_workers": ("world_model", "loading_workers"),
+}
+
+#: Integers must fit in 64 bits: numpy and torch overflow on anything larger.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 DEFAULT_CONFIG = "config.yml"
 
@@ -143,7 +163,10 @@ def _type_name(tp: Any) -> str:
 
 
 class _Mismatch(Exception):
-    """Internal: a YAML value does not match the field type."""
+    """Internal: a YAML value does not match the field type.
+
+    ``args[0]``, when given, replaces the type name in the message (``a finite float``).
+    """
 
 
 def _coerce(value: Any, tp: Any) -> Any:
@@ -165,18 +188,34 @@ def _coerce(value: Any, tp: Any) -> Any:
     if _is_list(inner):
         if not isinstance(value, list):
             raise _Mismatch
-        return [_coerce(v, _list_elem(inner)) for v in value]
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(_coerce(item, _list_elem(inner)))
+            except _Mismatch as e:
+                if not e.args:
+                    raise
+                raise _Mismatch(f"{_type_name(inner)} (item {i} must be {e.args[0]})") from None
+        return out
     if inner is bool:
         if isinstance(value, bool):
             return value
         raise _Mismatch
     if inner is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not INT_MIN <= value <= INT_MAX:
+                raise _Mismatch("an int within 64 bits, in [-2^63, 2^63 - 1]")
             return value
         raise _Mismatch
     if inner is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int beyond float range
+                number = math.inf
+            if not math.isfinite(number):
+                raise _Mismatch("a finite float, not NaN or infinite")
+            return number
         raise _Mismatch
     if inner is str:
         if isinstance(value, str):
@@ -273,15 +312,39 @@ def _scalar_converter(tp: Any, optional: bool) -> tuple[Callable[[str], Any], li
             raise TypeError(f"unsupported Literal {tp!r}; use values of one type (str/int/float)")
         return kinds.pop(), choices
     if tp in (int, float, str, Path):
+        base = _CHECKED.get(tp, tp)
         if optional and tp is not str:
             # `--workers none` resets an Optional field that config.yml set.
             def convert(text: str) -> Any:
-                return None if text.lower() in _NONE_STRINGS else tp(text)
+                return None if text.lower() in _NONE_STRINGS else base(text)
 
             convert.__name__ = tp.__name__  # argparse names it in "invalid int value"
             return convert, None
-        return tp, None
+        return base, None
     raise TypeError(f"unsupported config field type {tp!r}")
+
+
+def _finite_float(text: str) -> float:
+    """argparse ``type`` for float fields: ``nan``, ``inf`` and ``1e999`` are refused."""
+    value = float(text)  # ValueError -> argparse's "invalid float value: 'x'"
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def _int64(text: str) -> int:
+    """argparse ``type`` for int fields: values beyond 64 bits are refused."""
+    value = int(text)  # ValueError -> argparse's "invalid int value: 'x'"
+    if not INT_MIN <= value <= INT_MAX:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer in the 64-bit range [-2^63, 2^63 - 1], got {text}"
+        )
+    return value
+
+
+_finite_float.__name__ = "float"  # argparse: "invalid float value: 'x'"
+_int64.__name__ = "int"
+_CHECKED: dict[Any, Callable[[str], Any]] = {float: _finite_float, int: _int64}
 
 
 def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field[Any], tp: Any) -> None:
@@ -367,35 +430,146 @@ def _suggest(word: str, candidates: Sequence[str]) -> str:
     return "valid: " + ", ".join(sorted(candidates))
 
 
-def load_yaml_section(path: str | Path, section: str, cls: type) -> dict[str, Any]:
-    """Read ``section`` of a config.yml, validated against dataclass ``cls``.
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    """Internal: a mapping in config.yml sets one key twice."""
 
-    Keys may use ``-`` or ``_`` or a field alias. Top-level keys must be sections in
-    :data:`SECTIONS` (or ``section`` itself), an alias of ``cls`` (flat legacy spelling,
-    applied unless the section sets the same field) or a key of :data:`FLAT_KEYS`.
 
-    Args:
-        path: The YAML file.
-        section: The tool's section name, e.g. ``"collect"``.
-        cls: The tool's options dataclass.
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
-    Returns:
-        Field name -> value, coerced to the field type (int -> float, str -> Path).
-        A missing section gives an empty dict.
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate mapping keys and records each key's line.
+
+    Plain PyYAML keeps the last of two equal keys, so a second ``collect:`` section or a
+    repeated ``episodes:`` would silently replace the first. Keys that a ``<<`` merge brings
+    in may still be overridden (that is what a merge is for).
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        #: key path (``("collect", "episodes")``) -> 1-based line of the key
+        self.key_lines: dict[tuple[Any, ...], int] = {}
+        self._key_paths: dict[int, tuple[Any, ...]] = {}
+
+    def index_keys(self, node: yaml.Node, path: tuple[Any, ...] = ()) -> None:
+        """Record the key path of every mapping under ``node`` (before construction)."""
+        if id(node) in self._key_paths:  # an alias of a node seen already (or a recursive one)
+            return
+        self._key_paths[id(node)] = path
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                self.key_lines.setdefault((*path, name), key_node.start_mark.line + 1)
+                self.index_keys(value_node, (*path, name))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.index_keys(item, (*path, i))
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if key_node.tag == _MERGE_TAG:
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: SafeLoader reports it below
+                continue
+            if first is not None:
+                path = self._key_paths.get(id(node), ())
+                if not path:
+                    what = "section" if key in SECTIONS else "top-level key"
+                    where = f"duplicate {what} '{key}'"
+                elif len(path) == 1:
+                    where = f"duplicate key '{key}' in section '{path[0]}'"
+                else:
+                    where = f"duplicate key '{key}' in '{'.'.join(map(str, path))}'"
+                raise _DuplicateKey(
+                    None, None, f"line {line}: {where} (first set on line {first}); keep one"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: str | Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """Parse a config file strictly: ``(data, key path -> line)``.
 
     Raises:
-        ConfigError: If the file cannot be read or parsed, or a key or value is invalid.
+        ConfigError: The file cannot be read, is not UTF-8, is not valid YAML or repeats a key.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config file: {e.strerror or e}") from e
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte 0x{raw[e.start]:02x} on line {line}); "
+            "save it as UTF-8"
+        ) from None
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        loader.index_keys(node)
+        return loader.construct_document(node), loader.key_lines
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: {e.problem}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    finally:
+        loader.dispose()
+
+
+def _check_flat_keys(
+    path: str | Path,
+    data: dict[Any, Any],
+    lines: dict[tuple[Any, ...], int],
+    flat_fields: dict[str, tuple[str, str]],
+) -> None:
+    """Refuse a flat key whose section sets the same option to another value.
+
+    ``flat_fields``: top-level key (``_`` spelling) -> (section, field) it sets, where the
+    section may spell the field as ``field`` or as the flat key itself (``-`` or ``_``).
+    """
+
+    def at(*key: Any) -> str:
+        line = lines.get(key)
+        return f" (line {line})" if line else ""
+
+    for flat_key, flat_value in data.items():
+        norm = str(flat_key).replace("-", "_")
+        if norm not in flat_fields:
+            continue
+        section, name = flat_fields[norm]
+        body = data.get(section)
+        if not isinstance(body, dict):
+            continue
+        for key, value in body.items():
+            if str(key).replace("-", "_") not in (name, norm):
+                continue
+            if value != flat_value or isinstance(value, bool) != isinstance(flat_value, bool):
+                raise ConfigError(
+                    f"{path}: {flat_key}: {flat_value!r}{at(flat_key)} and "
+                    f"{section}.{key}: {value!r}{at(section, key)} set the same option to "
+                    "different values; keep only one of them"
+                )
+
+
+#: Where a value of the config.yml layer came from: field name -> ``section.key`` or the flat
+#: key as written in the file (see :func:`_read_yaml_layer`).
+_Origins = dict[str, str]
+
+
+def _read_yaml_layer(path: str | Path, section: str, cls: type) -> tuple[dict[str, Any], _Origins]:
+    """:func:`load_yaml_section` plus, per field, the key it was read from."""
+    data, lines = _read_yaml(path)
     if data is None:
-        return {}
+        return {}, {}
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: top level must be a mapping of sections "
@@ -411,14 +585,20 @@ def load_yaml_section(path: str | Path, section: str, cls: type) -> dict[str, An
     aliases = {name.replace("-", "_"): f.name for f in fields for name in _names(f)[1:]}
     known_sections = SECTIONS | {section}
 
+    # Flat keys: the ones of FLAT_KEYS (any tool) and this tool's aliases at the top level.
+    flat_fields = {**FLAT_KEYS, **{key: (section, name) for key, name in aliases.items()}}
+    _check_flat_keys(path, data, lines, flat_fields)
+
     def coerce(label: str, field_name: str, value: Any) -> Any:
         tp = hints[field_name]
         try:
             return _coerce(value, tp)
-        except _Mismatch:
-            raise ConfigError(f"{path}: {label} = {value!r} must be {_type_name(tp)}") from None
+        except _Mismatch as e:
+            expected = e.args[0] if e.args else _type_name(tp)
+            raise ConfigError(f"{path}: {label} = {value!r} must be {expected}") from None
 
     flat: dict[str, Any] = {}
+    origins: _Origins = {}
     body: Any = None
     for key, value in data.items():
         norm = str(key).replace("-", "_")
@@ -429,6 +609,7 @@ def load_yaml_section(path: str | Path, section: str, cls: type) -> dict[str, An
             if aliases[norm] in flat:
                 raise ConfigError(f"{path}: '{aliases[norm]}' is set twice at the top level")
             flat[aliases[norm]] = coerce(str(key), aliases[norm], value)
+            origins[aliases[norm]] = str(key)
         elif norm in FLAT_KEYS:
             continue  # a flat key of another tool
         else:
@@ -439,7 +620,7 @@ def load_yaml_section(path: str | Path, section: str, cls: type) -> dict[str, An
             )
 
     if body is None:
-        return flat
+        return flat, origins
     if not isinstance(body, dict):
         raise ConfigError(
             f"{path}: section '{section}' must be a mapping of options, "
@@ -457,7 +638,32 @@ def load_yaml_section(path: str | Path, section: str, cls: type) -> dict[str, An
         if name in values:
             raise ConfigError(f"{path}: '{name}' is set twice in section '{section}'")
         values[name] = coerce(f"{section}.{key}", name, value)
-    return {**flat, **values}  # the section wins over the flat spelling
+        origins[name] = f"{section}.{key}"
+    # A flat key and its section agree here (_check_flat_keys), so the order does not matter.
+    return {**flat, **values}, origins
+
+
+def load_yaml_section(path: str | Path, section: str, cls: type) -> dict[str, Any]:
+    """Read ``section`` of a config.yml, validated against dataclass ``cls``.
+
+    Keys may use ``-`` or ``_`` or a field alias. Top-level keys must be sections in
+    :data:`SECTIONS` (or ``section`` itself), an alias of ``cls`` (flat spelling) or a key of
+    :data:`FLAT_KEYS`; a flat key and its section may both be set only to the same value.
+
+    Args:
+        path: The YAML file.
+        section: The tool's section name, e.g. ``"collect"``.
+        cls: The tool's options dataclass.
+
+    Returns:
+        Field name -> value, coerced to the field type (int -> float, str -> Path).
+        A missing section gives an empty dict.
+
+    Raises:
+        ConfigError: If the file cannot be read, is not UTF-8 or not valid YAML, repeats a
+            key, or a key or value is invalid (NaN and infinite floats included).
+    """
+    return _read_yaml_layer(path, section, cls)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -487,11 +693,13 @@ def parse_config(
 
     Raises:
         ConfigError: For a missing ``--config`` file, a bad config.yml, a missing required
-            value, or a ``ValueError``/``TypeError`` from ``cls.__post_init__``.
+            value, or a ``ValueError``/``TypeError`` from ``cls.__post_init__`` (prefixed with
+            where each offending value came from: ``FILE: section.key`` or the flag).
         SystemExit: From argparse, for bad flags (code 2) or ``--help`` (code 0).
     """
     parser = build_parser(cls, prog=prog, description=description)
-    given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not _UNSET}
+    args = sys.argv[1:] if argv is None else list(argv)
+    given = {k: v for k, v in vars(parser.parse_args(args)).items() if v is not _UNSET}
 
     config_path: Path | None = None
     if "config" in given:
@@ -500,9 +708,13 @@ def parse_config(
             raise ConfigError(f"config file {str(config_path)!r} does not exist")
     elif Path(DEFAULT_CONFIG).is_file():
         config_path = Path(DEFAULT_CONFIG)
-    from_yaml = load_yaml_section(config_path, section, cls) if config_path else {}
+    from_yaml: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     if config_path is not None:
+        from_yaml, keys = _read_yaml_layer(config_path, section, cls)
+        origins = {name: f"{config_path}: {key}" for name, key in keys.items()}
         logger.info("using %s (section '%s')", config_path, section)
+    origins.update(_flag_origins(parser, args, given))
 
     merged = {**from_yaml, **given}
     for f in _init_fields(cls):
@@ -515,7 +727,57 @@ def parse_config(
     try:
         return cls(**merged)
     except (ValueError, TypeError) as e:
-        raise ConfigError(str(e)) from e
+        culprits = _culprits(cls, merged, e)
+        if not culprits:
+            raise ConfigError(str(e)) from e
+        where = " and ".join(origins.get(name, name) for name in culprits)
+        raise ConfigError(f"{where}: {e}") from e
+
+
+def _flag_origins(
+    parser: argparse.ArgumentParser, argv: Sequence[str], given: dict[str, Any]
+) -> dict[str, str]:
+    """Field name -> the flag that set it, spelled as typed (the last one wins, as in
+    argparse); positionals are named ``argument NAME``."""
+    by_option = parser._option_string_actions  # option string -> action (argparse's own map)
+    out: dict[str, str] = {}
+    for token in argv:
+        if token == "--":
+            break
+        action = by_option.get(token.split("=", 1)[0]) if token.startswith("-") else None
+        if action is not None and action.dest in given:
+            out[action.dest] = token.split("=", 1)[0]
+    for name in given:
+        if name not in out:
+            action = next((a for a in parser._actions if a.dest == name), None)
+            if action is not None and action.option_strings:
+                out[name] = action.option_strings[0]  # an abbreviation was typed
+            else:
+                out[name] = f"argument {name}"
+    return out
+
+
+def _culprits(cls: type, values: dict[str, Any], error: Exception) -> list[str]:
+    """The given fields that cause ``error`` in ``cls(**values)``.
+
+    A field is to blame when building the dataclass without it (its default instead) no
+    longer raises the same error. This needs no parsing of the message and also finds both
+    fields of a cross-field check (``--resume`` with ``--overwrite``). ``__post_init__`` must
+    be free of side effects, as config checks are.
+    """
+    defaults = {f.name: _default_of(f) for f in _init_fields(cls)}
+    blamed = []
+    for name in values:
+        if defaults.get(name, dataclasses.MISSING) is dataclasses.MISSING:
+            continue  # required: there is nothing to fall back to
+        rest = {k: v for k, v in values.items() if k != name}
+        try:
+            cls(**rest)
+        except (ValueError, TypeError) as e:
+            if type(e) is type(error) and str(e) == str(error):
+                continue
+        blamed.append(name)
+    return blamed
 
 
 def cli_main(

@@ -11,6 +11,21 @@ its layers *are* the layers of SB3's actors::
 Observation normalisation (``(obs - mean) / std``) is folded into the first Linear layer on
 export, so the SB3 policies take raw observations; the Tanh output is SB3's normalised
 [-1, 1] action space. Every export's deterministic action equals the BC policy's (tested).
+
+Each ``policy_{ppo,sac,td3}.zip`` is a complete SB3 model file, written by SB3's own
+``BaseAlgorithm.save``, so it opens wherever SB3 models do::
+
+    from stable_baselines3 import PPO
+    model = PPO.load("runs/bc/policy_ppo.zip")          # observation/action spaces inside
+    action, _ = model.predict(obs, deterministic=True)  # = the BC policy's action
+
+The models carry the BC weights (critics untrained) with SB3's default hyperparameters,
+except that SAC/TD3 record ``buffer_size=1`` so that writing (and loading) an export never
+allocates a replay buffer; to train on from one directly, pass your own:
+``SAC.load(path, env=env, buffer_size=300_000)``. ``train_rl.py --init-from`` instead builds a
+fresh model with its own settings and copies the policy weights in (:func:`load_bc_into`).
+``bc_export.json`` lists the files, the ``policy_kwargs`` to build a matching model with and
+the action bounds (SB3 acts in [-1, 1]; ``act_low``/``act_high`` map it onto the real ones).
 """
 
 from __future__ import annotations
@@ -18,15 +33,18 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
+import stable_baselines3
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.torch_layers import create_mlp
 from torch import nn
+
+from rlkit.utils import atomic_path, torch_save_atomic
 
 __all__ = [
     "ALGOS",
@@ -39,12 +57,13 @@ __all__ = [
 
 ALGOS = ("ppo", "sac", "td3")
 EXPORT_META = "bc_export.json"
+#: v2: every ``policy_{algo}.zip`` is a full SB3 model (``PPO.load`` opens it).
+#: v1 (read for older runs): SB3 policy files, opened only by ``ActorCriticPolicy.load`` etc.
+EXPORT_FORMAT = "rlkit-bc-export-v2"
+_FORMATS = ("rlkit-bc-export-v1", EXPORT_FORMAT)
 
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+#: Set on the exported SAC/TD3 models so that building them allocates no replay buffer.
+_EXPORT_BUFFER_SIZE = 1
 
 
 class BCPolicy(nn.Module):
@@ -129,9 +148,7 @@ class BCPolicy(nn.Module):
 
     def save(self, path: str | Path, **extra: Any) -> None:
         """Write ``{spec, state_dict, **extra}`` atomically."""
-        _atomic_torch_save(
-            {"spec": self.spec(), "state_dict": self.state_dict(), **extra}, Path(path)
-        )
+        torch_save_atomic({"spec": self.spec(), "state_dict": self.state_dict(), **extra}, path)
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> BCPolicy:
@@ -171,6 +188,67 @@ def build_policy_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _algo_class(algo: str) -> type:
+    if algo not in ALGOS:
+        raise ValueError(f"algo must be one of {ALGOS}, got {algo!r}")
+    return {
+        "ppo": stable_baselines3.PPO,
+        "sac": stable_baselines3.SAC,
+        "td3": stable_baselines3.TD3,
+    }[algo]
+
+
+class _SpacesEnv(gym.Env):
+    """Carries the observation and action spaces an SB3 model is built for; never stepped."""
+
+    def __init__(self, observation_space: spaces.Space, action_space: spaces.Space) -> None:
+        self.observation_space = observation_space
+        self.action_space = action_space
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        raise RuntimeError("the export's placeholder env cannot be reset")
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        raise RuntimeError("the export's placeholder env cannot be stepped")
+
+
+def _export_model(
+    algo: str,
+    folded: nn.Sequential,
+    observation_space: spaces.Box,
+    action_space: spaces.Box,
+    kwargs: dict[str, Any],
+    init_std: float,
+) -> Any:
+    """An SB3 model (PPO/SAC/TD3) whose policy is the folded BC network."""
+    extra: dict[str, Any] = {}
+    if algo in ("sac", "td3"):
+        extra["buffer_size"] = _EXPORT_BUFFER_SIZE
+    model = _algo_class(algo)(
+        "MlpPolicy",
+        _SpacesEnv(observation_space, action_space),
+        policy_kwargs=build_policy_kwargs(kwargs),
+        device="cpu",
+        verbose=0,
+        **extra,
+    )
+    sb3, n = model.policy, len(folded)
+    with torch.no_grad():
+        if algo == "ppo":
+            sb3.mlp_extractor.policy_net.load_state_dict(folded.state_dict())
+            sb3.action_net.weight.copy_(torch.eye(action_space.shape[0]))
+            sb3.action_net.bias.zero_()
+        elif algo == "sac":
+            sb3.actor.latent_pi.load_state_dict(folded[: n - 2].state_dict())
+            sb3.actor.mu.load_state_dict(folded[n - 2].state_dict())
+            sb3.actor.log_std.weight.zero_()
+            sb3.actor.log_std.bias.fill_(math.log(init_std))
+        else:
+            sb3.actor.mu.load_state_dict(folded.state_dict())
+            sb3.actor_target.load_state_dict(sb3.actor.state_dict())
+    return model
+
+
 def _policy_class(algo: str) -> type:
     if algo == "ppo":
         from stable_baselines3.common.policies import ActorCriticPolicy
@@ -195,7 +273,10 @@ def export_sb3(
     algos: tuple[str, ...] = ALGOS,
     env_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Save the BC policy as SB3 policies ``policy_{algo}.zip`` plus ``bc_export.json``.
+    """Save the BC policy as SB3 models ``policy_{algo}.zip`` plus ``bc_export.json``.
+
+    Each zip is a full SB3 model (``PPO.load`` / ``SAC.load`` / ``TD3.load`` open it) whose
+    policy acts like the BC policy; every file is written atomically.
 
     Args:
         policy: the trained BC policy.
@@ -209,15 +290,16 @@ def export_sb3(
     Returns:
         The export metadata (also written as ``bc_export.json``).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if not 0 < init_std <= 1:
         raise ValueError(f"init_std must be in (0, 1], got {init_std}")
+    for algo in algos:
+        _algo_class(algo)  # an unknown name fails before anything is written
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     action_space = spaces.Box(-1.0, 1.0, (policy.act_dim,), dtype=np.float32)
     folded = policy.folded_net()
-    n = len(folded)
     meta: dict[str, Any] = {
-        "format": "rlkit-bc-export-v1",
+        "format": EXPORT_FORMAT,
         "obs_dim": policy.obs_dim,
         "act_dim": policy.act_dim,
         "hidden": policy.hidden,
@@ -225,36 +307,22 @@ def export_sb3(
         "act_low": policy.act_low.tolist(),
         "act_high": policy.act_high.tolist(),
         "env_config": env_config,
+        "stable_baselines3": stable_baselines3.__version__,
         "policy_kwargs": {},
         "files": {},
+        "load_with": {},
     }
     for algo in algos:
         kwargs = policy_kwargs_for(algo, policy.hidden, policy.act_dim, init_std)
-        sb3 = _policy_class(algo)(
-            observation_space, action_space, lambda _: 3e-4, **build_policy_kwargs(kwargs)
-        )
-        with torch.no_grad():
-            if algo == "ppo":
-                sb3.mlp_extractor.policy_net.load_state_dict(folded.state_dict())
-                sb3.action_net.weight.copy_(torch.eye(policy.act_dim))
-                sb3.action_net.bias.zero_()
-            elif algo == "sac":
-                sb3.actor.latent_pi.load_state_dict(folded[: n - 2].state_dict())
-                sb3.actor.mu.load_state_dict(folded[n - 2].state_dict())
-                sb3.actor.log_std.weight.zero_()
-                sb3.actor.log_std.bias.fill_(math.log(init_std))
-            else:
-                sb3.actor.mu.load_state_dict(folded.state_dict())
-                sb3.actor_target.load_state_dict(sb3.actor.state_dict())
+        model = _export_model(algo, folded, observation_space, action_space, kwargs, init_std)
         name = f"policy_{algo}.zip"
-        tmp = out / f".{name}.tmp-{os.getpid()}.zip"
-        sb3.save(str(tmp))
-        os.replace(tmp, out / name)
+        with atomic_path(out / name) as tmp:
+            model.save(tmp)
         meta["policy_kwargs"][algo] = kwargs
         meta["files"][algo] = name
-    tmp_meta = out / f".{EXPORT_META}.tmp-{os.getpid()}"
-    tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp_meta, out / EXPORT_META)
+        meta["load_with"][algo] = f"stable_baselines3.{algo.upper()}.load"
+    with atomic_path(out / EXPORT_META) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
 
 
@@ -266,14 +334,28 @@ def read_export_meta(export_dir: str | Path) -> dict[str, Any]:
             f"{path} not found: {export_dir} is not a train_bc.py output folder"
         )
     meta = json.loads(path.read_text())
-    if meta.get("format") != "rlkit-bc-export-v1":
+    if meta.get("format") not in _FORMATS:
         raise ValueError(f"{path}: unknown export format {meta.get('format')!r}")
     return meta
+
+
+def _exported_state_dict(file: Path, meta: dict[str, Any], algo: str, device: Any) -> Any:
+    """The policy ``state_dict`` stored in an export file of either format."""
+    if meta["format"] == "rlkit-bc-export-v1":  # an SB3 policy file
+        return _policy_class(algo).load(str(file), device=device).state_dict()
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    _, params, _ = load_from_zip_file(file, device=device)
+    if not params or "policy" not in params:
+        raise ValueError(f"{file}: not an SB3 model file (no policy parameters)")
+    return params["policy"]
 
 
 def load_bc_into(model: Any, export_dir: str | Path) -> None:
     """Load a BC export into a fresh SB3 model (PPO, SAC or TD3) built with the export's
     ``policy_kwargs`` (``read_export_meta(dir)["policy_kwargs"][algo]``).
+
+    Only the policy's weights are copied; the model keeps its own hyperparameters.
 
     Raises:
         ValueError: the model's algorithm, observation or action size does not match.
@@ -292,11 +374,9 @@ def load_bc_into(model: Any, export_dir: str | Path) -> None:
             f"size {meta['act_dim']}, the model has {obs_dim} and {act_dim}; train BC on data "
             "from the same env configuration"
         )
-    saved = _policy_class(algo).load(
-        str(Path(export_dir) / meta["files"][algo]), device=model.device
-    )
+    state = _exported_state_dict(Path(export_dir) / meta["files"][algo], meta, algo, model.device)
     try:
-        model.policy.load_state_dict(saved.state_dict())
+        model.policy.load_state_dict(state)
     except RuntimeError as e:
         raise ValueError(
             f"{export_dir}: the {algo.upper()} model's network differs from the export; build "

@@ -295,7 +295,8 @@ def save_checkpoint(run: RunDir, model: BaseAlgorithm, clock: WallClock, keep: i
 
 
 class CheckpointEvery(BaseCallback):
-    """:func:`save_checkpoint` every ``every`` *environment* steps (checked at rollout ends)."""
+    """:func:`save_checkpoint` every ``every`` *environment* steps (checked when a rollout
+    starts)."""
 
     def __init__(self, run: RunDir, every: int, clock: WallClock) -> None:
         super().__init__()
@@ -308,9 +309,11 @@ class CheckpointEvery(BaseCallback):
     def _on_step(self) -> bool:
         return True
 
-    def _on_rollout_end(self) -> None:
-        # At the end of a rollout the step's transitions are in the replay buffer (during
-        # _on_step they are not yet), so model and buffer are consistent.
+    def _on_rollout_start(self) -> None:
+        # A rollout starts after the previous rollout's update (SB3: collect_rollouts, then
+        # train): weights, optimiser and replay buffer all hold every step counted so far.
+        # (At a rollout's end the update of its steps has not happened yet: a checkpoint
+        # there resumes without it.)
         if self.num_timesteps >= self.next_at:
             save_checkpoint(self.run, self.model, self.clock)
             while self.next_at <= self.num_timesteps:
@@ -502,10 +505,6 @@ class ProgressBar(BaseCallback):
     def _on_step(self) -> bool:
         self.bar.update(max(0, min(self.num_timesteps, self.total) - self.bar.n))
         return True
-
-    def _on_training_end(self) -> None:
-        self.bar.close()
-
 
 class WallClockLimit(BaseCallback):
     """Stop ``learn`` once ``seconds`` of wall time have passed since ``t0``."""
@@ -733,8 +732,9 @@ def _train(
                         demo["observation.state"], demo["action"], cfg.bc_weight, cfg.seed
                     )
                 )
+            bar = ProgressBar(start_steps, cfg.timesteps)
             if progress:
-                callbacks.append(ProgressBar(start_steps, cfg.timesteps))
+                callbacks.append(bar)
             try:
                 model.learn(
                     total_timesteps=remaining,
@@ -750,6 +750,9 @@ def _train(
                     f"weights are not finite; lower --lr (now {cfg.lr}); the last checkpoint "
                     "is kept"
                 ) from e
+            finally:
+                if bar.bar is not None:  # SB3 skips _on_training_end when learn() raises
+                    bar.bar.close()
             if not _finite(model):
                 raise ValueError(
                     f"training diverged: the policy's weights are not finite after "

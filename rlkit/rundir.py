@@ -209,11 +209,17 @@ class RunLock:
 _ACTIVE: list[RunDir] = []
 
 
+_INTERRUPTED: list[RunDir] = []  # the run a KeyboardInterrupt left, for run_tool's line
+
+
 def interrupt_message() -> str:
     """What an interrupted tool prints: what was saved, and the command that resumes."""
-    if not _ACTIVE:
+    runs = _ACTIVE or _INTERRUPTED
+    if not runs:
         return "interrupted; nothing was written"
-    run = _ACTIVE[-1]
+    run = runs[-1]
+    if not run.holds_run():
+        return f"interrupted before anything was saved in {run.path}"
     saved = run.saved or "nothing saved yet"
     return f"interrupted; {saved} in {run.path}. Resume with: {run.resume_command}"
 
@@ -284,6 +290,8 @@ class RunDir:
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
         _ACTIVE.remove(self)
+        if exc_type is KeyboardInterrupt:
+            _INTERRUPTED[:] = [self]
         self._lock.release()
         if exc_type is None:
             return
@@ -321,9 +329,11 @@ class RunDir:
         return result if same else None
 
     def start(
-        self, cfg: Any, *, section: str, argv: list[str] | None = None
+        self, cfg: Any, *, section: str, argv: list[str] | None = None, record: bool = True
     ) -> dict[str, Any] | None:
-        """Decide new / resume / overwrite / refuse, then record the run's config.
+        """Decide new / resume / overwrite / refuse, then record the run's config
+        (``record=False``: the caller calls :meth:`record_config` once it has checked that
+        the checkpoint fits the config, so a refused resume keeps the folder's own).
 
         Returns:
             The saved ``result.json`` when ``--resume`` finds the run already finished with
@@ -333,7 +343,7 @@ class RunDir:
             FileExistsError: The folder holds a run (or other files) and neither flag allows
                 replacing or continuing it.
         """
-        from rlkit.config import command_line, save_run_config
+        from rlkit.config import command_line
 
         args = list(sys.argv[1:] if argv is None else argv)
         if self.resume_flag and self.resume_flag not in args:
@@ -383,9 +393,16 @@ class RunDir:
             )
         elif self.resume and self.resume_flag:
             say(f"{self.path}: no run to resume there; starting a new one")
-        save_run_config(cfg, self.path, section=section, argv=argv)
         self._started = True
+        if record:
+            self.record_config(cfg, section=section, argv=argv)
         return None
+
+    def record_config(self, cfg: Any, *, section: str, argv: list[str] | None = None) -> None:
+        """Write ``config.resolved.yml`` and ``command.txt`` of this run."""
+        from rlkit.config import save_run_config
+
+        save_run_config(cfg, self.path, section=section, argv=argv)
 
     def _clear(self) -> None:
         """Remove this tool's own outputs (the caller checked there is nothing else)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import itertools
 import json
 import math
@@ -143,6 +144,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         finally:
             os.close(fd)
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, a size limit: say which file could not be written
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -179,7 +184,7 @@ def from_json(cls: type, data: dict[str, Any]) -> Any:
             value = math.nan
         elif typing.get_origin(tp) is dict and len(args) == 2 and dataclasses.is_dataclass(args[1]):
             value = {k: from_json(args[1], v) for k, v in (value or {}).items()}
-        elif tp is dict[str, float] and isinstance(value, dict):
+        elif tp == dict[str, float] and isinstance(value, dict):
             value = {k: math.nan if v is None else v for k, v in value.items()}
         kwargs[f.name] = value
     return cls(**kwargs)
@@ -226,8 +231,13 @@ def torch_save_atomic(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to ``path`` atomically (see :func:`atomic_path`)."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # Serialised in memory, then written by Python: a full disk then raises OSError
+    # (ENOSPC/EFBIG) from write(); torch's own writers report it as "RuntimeError:
+    # unexpected pos". Checkpoints here are a few MB.
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with atomic_path(path) as tmp, open(tmp, "xb") as fh:
+        fh.write(buf.getbuffer())
     return Path(path)
 
 

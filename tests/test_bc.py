@@ -242,7 +242,7 @@ def test_bad_inputs_give_clear_errors(demos, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--epochs", "0"], "epochs must be >= 1"),
+        (["--epochs", "0"], "epochs must be in [1, 1e6]"),
         (["--val-fraction", "1.5"], "val_fraction must be in [0, 1)"),
         (["--resume", "--overwrite"], "either --resume or --overwrite"),
     ],

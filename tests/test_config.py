@@ -203,10 +203,13 @@ def test_yml_aliases_and_flat_key(tmp_path: Path) -> None:
         "loading_workers": 8,
         "episodes": 2,
     }
-    # ... but the section value wins, and the CLI wins over both.
-    write_yml(path, {"world_loading_workers": 8, "world_model": {"loading_workers": 5}})
-    assert parse(["--config", str(path)]).loading_workers == 5
+    # ... both spellings may be set only to the same value, and the CLI wins over both.
+    write_yml(path, {"world_loading_workers": 8, "world_model": {"loading_workers": 8}})
+    assert parse(["--config", str(path)]).loading_workers == 8
     assert parse(["--config", str(path), "--loading-workers", "1"]).loading_workers == 1
+    write_yml(path, {"world_loading_workers": 8, "world_model": {"loading_workers": 5}})
+    with pytest.raises(ConfigError, match="set the same option to different values"):
+        parse(["--config", str(path)])
 
 
 def test_flat_key_of_other_tool_is_ignored(tmp_path: Path) -> None:
@@ -318,7 +321,7 @@ def test_post_init_error_becomes_config_error(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit) as exc:
         cli_main(ToolConfig, "collect", ["--episodes", "0"], prog="tool")
     assert exc.value.code == 2
-    assert "tool: error: episodes must be >= 1, got 0" in capsys.readouterr().err
+    assert "tool: error: --episodes: episodes must be >= 1, got 0" in capsys.readouterr().err
 
 
 # -- saving -----------------------------------------------------------------------------------

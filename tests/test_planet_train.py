@@ -93,7 +93,8 @@ def test_cli_runs_collects_and_writes_every_output(tmp_path: Path, capsys) -> No
     assert (out / "config.resolved.yml").is_file() and (out / "command.txt").is_file()
     result = json.loads((out / "result.json").read_text())
     assert result["train_steps"] == 4 and result["episodes"] == 4 and result["env_steps"] == 32
-    assert not list(out.rglob(".*tmp*")) and not list(data.glob(".*"))
+    assert not list(out.rglob(".*tmp*"))
+    assert [p.name for p in data.glob(".*")] == [".rlkit.lock"]  # no temporary file left
 
 
 def test_max_minutes_is_a_hard_budget_even_inside_an_iteration(tmp_path: Path) -> None:
@@ -138,16 +139,18 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path: Path) -> No
     assert [r["iteration"] for r in rows] == ["0", "1", "2"]
 
 
-def test_killed_run_resumes_from_the_last_good_checkpoint(tmp_path: Path, caplog) -> None:
+def test_killed_run_resumes_from_the_last_good_checkpoint(tmp_path: Path, capsys) -> None:
     data, out = tmp_path / "d", tmp_path / "o"
     train_world_model(cfg_of(data, out, "--iterations", "2"), progress=False)
     # as if killed while writing iteration 3: a damaged checkpoint, a half metrics row
     (out / "checkpoints" / "ckpt_000003.pt").write_bytes(b"\x00garbage")
     with (out / "metrics.csv").open("a") as f:
         f.write("2,6,5,40,1.0")
-    with caplog.at_level(logging.WARNING):
-        r = train_world_model(cfg_of(data, out, "--iterations", "3"), progress=False)
-    assert "ckpt_000003.pt" in caplog.text and r.resumed_from == 2
+    capsys.readouterr()
+    r = train_world_model(cfg_of(data, out, "--iterations", "3"), progress=False)
+    err = capsys.readouterr().err  # printed, not logged below the visible level
+    assert "skipping the damaged checkpoint" in err and "ckpt_000003.pt" in err
+    assert f"resuming {out} at iteration 2 (step 4)" in err and r.resumed_from == 2
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["iteration"] for r in rows] == ["0", "1", "2"]
 

@@ -46,6 +46,9 @@ from typing import Any
 
 import numpy as np
 
+from rlkit.rundir import say
+from rlkit.utils import write_text_atomic
+
 __all__ = ["EpisodeFormatError", "EpisodeInfo", "EpisodeStorage", "load_episode"]
 
 logger = logging.getLogger(__name__)
@@ -235,7 +238,8 @@ class EpisodeStorage:
         self._warned: set[str] = set()
 
     # -- names
-    def _indexed(self) -> list[tuple[int, Path]]:
+    def indexed(self) -> list[tuple[int, Path]]:
+        """(index, path) of every episode file name, by index (contents not checked)."""
         out = []
         for entry in os.scandir(self.root):
             m = EPISODE_RE.match(entry.name)
@@ -246,15 +250,20 @@ class EpisodeStorage:
 
     def next_index(self) -> int:
         """Largest existing episode index + 1 (0 for an empty folder)."""
-        indexed = self._indexed()
+        indexed = self.indexed()
         return indexed[-1][0] + 1 if indexed else 0
 
     def path_of(self, index: int) -> Path:
         return self.root / f"episode_{index:06d}.npz"
 
     # -- env description
-    def check_env(self, spec: dict[str, Any]) -> None:
+    def check_env(self, spec: dict[str, Any], action_dim: int | None = None) -> None:
         """Record ``spec`` in ``env.json``, or check it equals the recorded one.
+
+        Without ``env.json``, episodes already in the folder must have the run's
+        ``action_dim`` (the one thing the files themselves tell about their env); then the
+        spec is recorded for them, with a visible note. ``env.json`` is never written over
+        episodes it cannot describe.
 
         Raises:
             ValueError: The folder holds episodes of another env (name, repeat, action size).
@@ -275,9 +284,22 @@ class EpisodeStorage:
                     "use another data_dir or the matching --env/--action-repeat"
                 )
             return
-        tmp = path.with_name(f".env.json.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(spec, indent=2) + "\n")
-        os.replace(tmp, path)
+        episodes = self.discover()
+        if episodes:
+            dims = sorted({e.action_dim for e in episodes})
+            if action_dim is not None and dims != [action_dim]:
+                raise ValueError(
+                    f"{self.root} holds {len(episodes)} episodes with {'/'.join(map(str, dims))}"
+                    f"-dim actions and no env.json, but --env {spec.get('env')} takes "
+                    f"{action_dim}-dim actions; pass the --env they were recorded with (racing: "
+                    "2, pendulum: 1) or choose another data_dir"
+                )
+            say(
+                f"{path} was missing: recorded {spec} for the {len(episodes)} episodes there "
+                "(their action size fits); if they were recorded otherwise, delete it and rerun "
+                "with the matching --env/--action-repeat"
+            )
+        write_text_atomic(path, json.dumps(spec, indent=2) + "\n")
 
     # -- writing
     def add_episode(
@@ -354,7 +376,7 @@ class EpisodeStorage:
         Validation reads only each file's zip directory and array headers, ``workers``
         files at a time. Bad files are skipped with a warning (once per file and process).
         """
-        todo = [(i, p) for i, p in self._indexed() if p not in skip]
+        todo = [(i, p) for i, p in self.indexed() if p not in skip]
 
         def check(item: tuple[int, Path]) -> EpisodeInfo | None:
             try:
@@ -402,4 +424,4 @@ class EpisodeStorage:
         return [o for o in out if o is not None]
 
     def __len__(self) -> int:
-        return len(self._indexed())
+        return len(self.indexed())

@@ -31,6 +31,7 @@ most one checkpoint interval. Episodes collected after the checkpoint stay in ``
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
@@ -38,7 +39,6 @@ import os
 import random
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,13 +47,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rlkit.config import save_run_config
 from rlkit.planet.dataset import EpisodeDataset, batch_to_device, keep_batch, obs_to_model
 from rlkit.planet.envs import IMAGE_SIZE, PixelEnv, make_pixel_env
 from rlkit.planet.model import PRESETS, ModelSizes, WorldModel
 from rlkit.planet.planner import CEMPlanner, PlannerConfig
-from rlkit.planet.storage import EpisodeStorage
-from rlkit.utils import RESULT_FILE, episode_seed, idle_cores, write_json_atomic
+from rlkit.planet.storage import EPISODE_RE, EpisodeStorage
+from rlkit.rundir import RunDir, RunLock, clean_stale_temps, say
+from rlkit.utils import (
+    atomic_path,
+    check_ranges,
+    episode_seed,
+    from_json,
+    idle_cores,
+    resolve_device,
+    torch_save_atomic,
+    trim_csv,
+)
 
 __all__ = ["WorldModelConfig", "WorldModelResult", "train_world_model", "summary_text"]
 
@@ -277,6 +286,39 @@ class WorldModelConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        # upper bounds: a typo (1e20) is an error, not an allocation the kernel kills
+        check_ranges(
+            self,
+            {
+                "action_repeat": (1, 1000),
+                "max_episode_steps": (1, 1e6),
+                "seed_episodes": (0, 1e6),
+                "iterations": (1, 1e7),
+                "train_steps": (1, 1e7),
+                "collect_episodes": (0, 1e4),
+                "batch_size": (1, 4096),
+                "seq_len": (1, 10_000),
+                "cnn_depth": (1, 1024),
+                "deter_size": (1, 16384),
+                "stoch_size": (1, 4096),
+                "hidden_size": (1, 16384),
+                "lr": (1e-10, 1),
+                "plan_horizon": (1, 1000),
+                "candidates": (1, 1e6),
+                "cem_iterations": (1, 1000),
+                "eval_every": (0, 1e7),
+                "eval_episodes": (0, 1e4),
+                "keep_checkpoints": (1, 1e4),
+                "loading_workers": (1, 256),
+                "num_workers": (0, 64),
+                "cache_size": (1e-3, 1e8),
+                "threads": (1, 1024),
+                "seed": (0, 2**32 - 1),
+                "max_minutes": (1e-3, 1e6),
+            },
+        )
+        if self.top_k is not None and self.candidates is not None and self.top_k > self.candidates:
+            raise ValueError(f"top_k must be <= candidates ({self.candidates}), got {self.top_k}")
 
     # -- derived values
     def preset_name(self, device: torch.device) -> str:
@@ -339,37 +381,26 @@ class WorldModelResult:
 
 
 # ---------------------------------------------------------------------- helpers
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available; use --device cpu or auto")
-    return torch.device(name)
+DISCARDED = "discarded_episodes"
 
 
-def _prepare_output(out: Path) -> None:
-    """Create ``out`` and check it is writable, with a clear error otherwise."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise OSError(
-            f"output_dir {out} is not writable ({e.strerror or e}); choose another folder"
-        ) from e
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _set_aside_later_episodes(
+    storage: EpisodeStorage, recorded: list[str] | None, out: Path
+) -> list[Path]:
+    """Move episodes written after the checkpoint (a kill between an episode's write and
+    the iteration's checkpoint) to ``out/discarded_episodes``: the resumed run collects
+    them again under the same indices and seeds, so it matches an uninterrupted run.
+    Nothing is deleted; episodes the checkpoint does not know of with lower indices than
+    its newest (added by hand) stay."""
+    if not recorded:
+        return []
+    known = set(recorded)
+    newest = max(int(EPISODE_RE.match(n).group(1)) for n in known)  # type: ignore[union-attr]
+    later = [p for i, p in storage.indexed() if i > newest and p.name not in known]
+    for p in later:
+        (out / DISCARDED).mkdir(exist_ok=True)
+        os.replace(p, out / DISCARDED / p.name)
+    return later
 
 
 def checkpoints(out: Path) -> list[Path]:
@@ -383,23 +414,8 @@ def load_newest_checkpoint(out: Path, device: torch.device) -> tuple[Path, dict]
         try:
             return path, torch.load(path, map_location=device, weights_only=False)
         except Exception as e:  # a foreign or damaged file must not stop the resume
-            logger.warning("skipping unreadable checkpoint %s (%s)", path, e)
+            say(f"warning: skipping the damaged checkpoint {path} ({type(e).__name__}: {e})")
     return None
-
-
-def _trim_metrics(path: Path, iteration: int) -> None:
-    """Keep the header and the rows of iterations < ``iteration`` (drop lost work)."""
-    if not path.is_file():
-        return
-    rows = list(csv.reader(path.open(newline="")))
-    kept = [METRICS]
-    for r in rows[1:]:
-        if len(r) == len(METRICS) and r[0].isdigit() and int(r[0]) < iteration:
-            kept.append(r)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", newline="") as f:
-        csv.writer(f).writerows(kept)
-    os.replace(tmp, path)
 
 
 def _tb_writer(out: Path, purge_step: int | None) -> Any:
@@ -411,7 +427,7 @@ def _tb_writer(out: Path, purge_step: int | None) -> Any:
     return SummaryWriter(str(out / "tb"), purge_step=purge_step)
 
 
-@contextmanager
+@contextlib.contextmanager
 def planning_threads(device: torch.device) -> Iterator[None]:
     """One torch thread while planning on CPU: CEM runs many small batched ops, which
     bench/bench_world_model.py measured several times slower on 2 threads than on 1."""
@@ -513,9 +529,8 @@ def write_openloop_png(
     pred = ((pred[:, 0].permute(0, 2, 3, 1) + 0.5) * 255).round().byte().cpu().numpy()
     real = np.stack(ep.obs[: n + 1])
     grid = np.concatenate([np.concatenate(list(real), 1), np.concatenate(list(pred), 1)], 0)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    Image.fromarray(grid).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid).save(tmp)
 
 
 # ---------------------------------------------------------------------- the loop
@@ -525,11 +540,43 @@ def train_world_model(
     """Run (or resume) the online PlaNet loop; see the module docstring."""
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
-    out = Path(cfg.output_dir)
-    _prepare_output(out)
-    storage = EpisodeStorage(cfg.data_dir, workers=cfg.workers)
-    storage.check_env(cfg.env_spec())
     env = make_pixel_env(cfg.env, cfg.action_repeat, cfg.max_episode_steps, cfg.pixel_render)
+    run = RunDir(
+        cfg.output_dir,
+        "world_model",
+        resume=cfg.resume,
+        has_checkpoint=lambda p: bool(checkpoints(p)),
+        resume_flag=None,  # the plain command resumes
+    )
+    try:
+        with run:
+            done = run.start(cfg, section="world_model", argv=argv, record=False)
+            if done is not None:
+                return from_json(WorldModelResult, done)
+            storage = EpisodeStorage(cfg.data_dir, workers=cfg.workers)
+            # the episodes are part of the run's state (item: identical resume), so one
+            # process writes them at a time too
+            same = storage.root.resolve() == run.path.resolve()
+            with contextlib.nullcontext() if same else RunLock(storage.root):
+                for p in clean_stale_temps(storage.root, recursive=False):
+                    say(f"removed {p}, left by a killed process")
+                storage.check_env(cfg.env_spec(), env.action_dim)
+                return _train(cfg, run, storage, env, device, t_start, argv, progress)
+    finally:
+        env.close()
+
+
+def _train(
+    cfg: WorldModelConfig,
+    run: RunDir,
+    storage: EpisodeStorage,
+    env: PixelEnv,
+    device: torch.device,
+    t_start: float,
+    argv: list[str] | None,
+    progress: bool,
+) -> WorldModelResult:
+    out = run.path
     if device.type == "cpu":
         # The idle cores: on the shared 2-core machine a second thread spinning against
         # other jobs made a train step 11x slower (bench_world_model).
@@ -543,12 +590,7 @@ def train_world_model(
     model = WorldModel(env.action_dim, sizes).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=1e-4)
     iteration, train_step, resumed_from = 0, 0, None
-    if not cfg.resume and checkpoints(out):
-        raise FileExistsError(
-            f"{out} holds checkpoints of a run and --no-resume was given; drop --no-resume to "
-            "continue it, or choose another output_dir"
-        )
-    found = load_newest_checkpoint(out, device)
+    found = load_newest_checkpoint(out, device) if run.resuming else None
     if found is not None:
         path, blob = found
         if blob.get("spec") != model.spec() or blob.get("env_spec") != cfg.env_spec():
@@ -565,13 +607,22 @@ def train_world_model(
             torch.cuda.set_rng_state(blob["rng"]["cuda"])
         random.setstate(blob["rng"]["python"])
         resumed_from = iteration
-        logger.info("resumed from %s (iteration %d, step %d)", path, iteration, train_step)
+        moved = _set_aside_later_episodes(storage, blob.get("episodes"), out)
+        run.saved = f"checkpoint at iteration {iteration}"
+        note = f"resuming {out} at iteration {iteration} (step {train_step}); "
+        note += f"{len(storage.discover())} episodes on disk, no re-collection"
+        if moved:
+            note += f"; {len(moved)} written after the checkpoint set aside in {out / DISCARDED}"
+        say(note)
+    elif run.resuming:
+        say(f"{out}: no readable checkpoint; starting the run over")
     # written once the checkpoint is known to fit this config (a refused resume keeps the
     # folder's config.resolved.yml)
-    save_run_config(cfg, out, section="world_model", argv=argv)
+    run.record_config(cfg, section="world_model", argv=argv)
     metrics_path = out / "metrics.csv"
-    _trim_metrics(metrics_path, iteration)
-    writer = _tb_writer(out, train_step) if cfg.tensorboard else None
+    trim_csv(metrics_path, lambda r: int(r[0]) < iteration, METRICS)
+    # purge the events after the checkpoint's step; that step itself was logged before it
+    writer = _tb_writer(out, train_step + 1) if cfg.tensorboard else None
 
     # ---- seed episodes: top up to --seed-episodes (existing ones count)
     have = len(storage.discover())
@@ -619,12 +670,8 @@ def train_world_model(
     eval_return = math.nan
     train_seconds, batches = 0.0, 0
     stopped_early = False
-    new_log = not metrics_path.is_file()
-    with metrics_path.open("a", newline="") as mf:
+    with metrics_path.open("a", newline="") as mf:  # trim_csv wrote the header
         log = csv.writer(mf)
-        if new_log:
-            log.writerow(METRICS)
-            mf.flush()
         bar = tqdm(
             range(iteration, cfg.iterations),
             desc="world model",
@@ -652,6 +699,12 @@ def train_world_model(
                     host = dataset.sample_batch(first_index=k * batch_size, reuse=True)
                 batch = batch_to_device(host, device)
                 loss, parts = model.loss(batch, cfg.free_nats)
+                if not torch.isfinite(loss):
+                    raise ValueError(
+                        f"iteration {it}, train step {train_step + 1}: the loss is not finite "
+                        f"({loss.item()}); lower --lr (now {cfg.lr}) or --grad-clip; the "
+                        f"checkpoint of iteration {iteration} is kept"
+                    )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -749,8 +802,9 @@ def train_world_model(
             # -- checkpoint
             over_time = time.perf_counter() > deadline
             if done % cfg.checkpoint_every == 0 or done == cfg.iterations or over_time:
-                save_checkpoint(out, model, opt, done, train_step, cfg)
+                save_checkpoint(out, model, opt, done, train_step, cfg, storage)
                 iteration = done
+                run.saved = f"checkpoint at iteration {done}"
             if over_time:
                 stopped_early = True
                 logger.warning(
@@ -760,7 +814,6 @@ def train_world_model(
         bar.close()
     if writer is not None:
         writer.close()
-    env.close()
     dataset.refresh()  # count the episodes collected in the last iteration
     result = WorldModelResult(
         output=out,
@@ -778,7 +831,11 @@ def train_world_model(
         resumed_from=resumed_from,
         stopped_early=stopped_early,
     )
-    write_json_atomic(out / RESULT_FILE, result)  # the summary, machine-readable
+    run.finish(
+        result,
+        summary_text(result),
+        complete=not stopped_early and iteration >= cfg.iterations,
+    )
     return result
 
 
@@ -789,8 +846,12 @@ def save_checkpoint(
     iteration: int,
     train_step: int,
     cfg: WorldModelConfig,
+    storage: EpisodeStorage,
 ) -> Path:
-    """Write ``checkpoints/ckpt_<iteration>.pt`` atomically; keep the newest N."""
+    """Write ``checkpoints/ckpt_<iteration>.pt`` atomically; keep the newest N.
+
+    The checkpoint lists the episode files that exist now: a resume sets aside those
+    written after it, so it continues exactly like the uninterrupted run."""
     folder = out / "checkpoints"
     folder.mkdir(exist_ok=True)
     path = folder / f"ckpt_{iteration:06d}.pt"
@@ -801,13 +862,14 @@ def save_checkpoint(
         "train_step": train_step,
         "spec": model.spec(),
         "env_spec": cfg.env_spec(),
+        "episodes": [p.name for _, p in storage.indexed()],
         "rng": {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
             "python": random.getstate(),
         },
     }
-    _atomic_torch_save(blob, path)
+    torch_save_atomic(blob, path)
     for old in checkpoints(out)[: -cfg.keep_checkpoints]:
         old.unlink(missing_ok=True)
     return path
