@@ -15,7 +15,8 @@ Data flow::
 Output folder::
 
     bc_policy.pt          best policy (BCPolicy.load)
-    policy_{ppo,sac,td3}.zip + bc_export.json   SB3 policies for train_rl.py --init-from
+    policy_{ppo,sac,td3}.zip + bc_export.json   SB3 models with the BC weights (PPO.load, ...),
+                          for train_rl.py --init-from
     checkpoint.pt         latest training state (--resume)
     train_log.csv         epoch, phase, train/val loss, seconds
     eval.json             policy and expert on the same held-out tracks
@@ -224,6 +225,10 @@ def load_bc_data(cfg: BCConfig) -> BCData:
         LeRobotFormatError: missing keys, wrong shapes, empty data, action size not the env's.
     """
     root = Path(cfg.data)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(
+            f"--data {root} is a file, not a dataset folder; pass the folder of a LeRobot dataset"
+        )
     if not root.is_dir():
         raise FileNotFoundError(
             f"--data {root}: no such dataset folder; collect one with collect_demonstrations.py "
@@ -237,7 +242,7 @@ def load_bc_data(cfg: BCConfig) -> BCData:
     act = _as_2d(cols[cfg.action_key], cfg.action_key, root)
     if not (np.isfinite(obs).all() and np.isfinite(act).all()):
         raise LeRobotFormatError(f"{root}: '{cfg.obs_key}' or '{cfg.action_key}' contains NaN/inf")
-    stats = ds.stats()
+    stats = ds.stats([cfg.obs_key, cfg.action_key])  # only what training uses must be finite
     s_obs = stats.get(cfg.obs_key, {})
     mean = np.asarray(s_obs.get("mean", obs.mean(axis=0)), dtype=np.float64).reshape(-1)
     std = np.asarray(s_obs.get("std", obs.std(axis=0)), dtype=np.float64).reshape(-1)

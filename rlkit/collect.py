@@ -14,6 +14,7 @@ so the data shows how the expert recovers), ``next.reward``, ``next.done``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import json
@@ -21,6 +22,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ from rlkit.config import run_config_files
 from rlkit.envs.expert import Expert
 from rlkit.envs.sim import RacingConfig, RacingSim
 from rlkit.lerobot.stats import episode_stats_arrays
+from rlkit.rundir import check_replaceable, clean_stale_temps, say
 from rlkit.utils import RESULT_FILE, default_workers, episode_seed, write_json_atomic
 
 __all__ = ["CollectConfig", "CollectError", "CollectResult", "collect", "run_episodes"]
@@ -44,6 +47,15 @@ logger = logging.getLogger(__name__)
 
 TASK = "drive laps of the track as fast as possible without leaving it"
 ENV_META = "meta/rlkit_env.json"  # the RacingConfig the data was recorded with
+
+
+# Upper bounds of the options (CollectConfig.__post_init__).
+MAX_EPISODES = 10_000_000
+MAX_WORKERS = 256
+MAX_NOISE = 10.0  # actions are clipped to [-1, 1]: a larger std is a coin flip already
+MAX_STEPS = 100_000
+MAX_CHUNK_SIZE = 4096
+MAX_RAYS = 1024
 
 
 @dataclass
@@ -78,18 +90,52 @@ class CollectConfig:
     n_rays: int = field(default=11, metadata={"help": "range-sensor rays in the observation"})
 
     def __post_init__(self) -> None:
+        # Bounds checked before any work: --episodes 1e20 once grew the episode list to 5 GB
+        # before anything was written, and --noise nan silently drove with NaN actions.
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if self.episodes > MAX_EPISODES:
+            raise ValueError(
+                f"episodes must be <= {MAX_EPISODES} (the frames are held in memory until the "
+                f"dataset is written; collect in parts and merge them), got {self.episodes}"
+            )
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"workers must be >= 1 (or unset for cores - 1), got {self.workers}")
+        if self.workers is not None and self.workers > MAX_WORKERS:
+            raise ValueError(
+                f"workers must be <= {MAX_WORKERS} (one process each), got {self.workers}"
+            )
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be in [0, 2^32), got {self.seed}")
+        if not math.isfinite(self.noise):
+            raise ValueError(f"noise must be a finite number, got {self.noise}")
         if self.noise < 0:
             raise ValueError(f"noise must be >= 0, got {self.noise}")
+        if self.noise > MAX_NOISE:
+            raise ValueError(
+                f"noise must be <= {MAX_NOISE} (std of the noise on actions clipped to [-1, 1]),"
+                f" got {self.noise}"
+            )
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.max_steps > MAX_STEPS:
+            raise ValueError(
+                f"max_steps must be <= {MAX_STEPS} ({MAX_STEPS * 0.05:.0f} s of driving; each "
+                f"worker buffers max_steps frames per car), got {self.max_steps}"
+            )
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.chunk_size is not None and self.chunk_size > MAX_CHUNK_SIZE:
+            raise ValueError(
+                f"chunk_size must be <= {MAX_CHUNK_SIZE} (cars stepped as one batch), "
+                f"got {self.chunk_size}"
+            )
         if self.n_rays < 1:
             raise ValueError(f"n_rays must be >= 1, got {self.n_rays}")
+        if self.n_rays > MAX_RAYS:
+            raise ValueError(f"n_rays must be <= {MAX_RAYS}, got {self.n_rays}")
+        if not str(self.output).strip():
+            raise ValueError("output must name a dataset folder, got ''; pass --output DIR")
 
     @property
     def num_workers(self) -> int:
@@ -250,9 +296,24 @@ def _keep_freed_memory() -> None:
     mallopt(m_trim_threshold, 256 << 20)
 
 
-def _worker_run_chunk(task: tuple[list[int], int, float, RacingConfig, Expert]) -> dict[str, Any]:
-    """Worker entry: drive a chunk; its arrays go back in one shared-memory block."""
-    return _to_shared(_run_chunk(*task))
+def _init_worker() -> None:
+    """Pool initializer: workers ignore Ctrl-C, so only the parent handles it.
+
+    A terminal sends SIGINT to the whole process group: without this every worker printed a
+    KeyboardInterrupt traceback. The parent stops the pool (``terminate``) and removes the
+    partial dataset.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _keep_freed_memory()
+
+
+def _worker_run_chunk(
+    job: tuple[str, tuple[list[int], int, float, RacingConfig, Expert]],
+) -> dict[str, Any]:
+    """Worker entry: drive a chunk; its arrays go back in one shared-memory block named
+    ``PREFIX<first episode>``, so the parent can find the blocks of an interrupted run."""
+    prefix, task = job
+    return _to_shared(_run_chunk(*task), name=f"{prefix}{task[0][0]}")
 
 
 def _array_leaves(tree: dict[str, Any], prefix: tuple[str, ...] = ()):
@@ -263,7 +324,7 @@ def _array_leaves(tree: dict[str, Any], prefix: tuple[str, ...] = ()):
             yield (*prefix, key), value
 
 
-def _to_shared(chunk: dict[str, Any]) -> dict[str, Any]:
+def _to_shared(chunk: dict[str, Any], name: str | None = None) -> dict[str, Any]:
     """Move the arrays of ``chunk`` into one :class:`SharedMemory` block (returns a skeleton).
 
     Falls back to returning ``chunk`` as is (pickled through the pipe) when shared memory is
@@ -278,7 +339,10 @@ def _to_shared(chunk: dict[str, Any]) -> dict[str, Any]:
         st = os.statvfs(_SHM_DIR)
         if st.f_bavail * st.f_frsize < 4 * total:
             return chunk
-        block = shared_memory.SharedMemory(create=True, size=max(total, 1))
+        try:
+            block = shared_memory.SharedMemory(name=name, create=True, size=max(total, 1))
+        except FileExistsError:  # a block of a killed run with a reused pid: any free name
+            block = shared_memory.SharedMemory(create=True, size=max(total, 1))
     except OSError:
         return chunk
     layout = []
@@ -313,6 +377,18 @@ def _from_shared(msg: dict[str, Any]) -> dict[str, Any]:
         block.close()
         block.unlink()
     return msg
+
+
+def _unlink_blocks(prefix: str) -> None:
+    """Unlink the shared-memory blocks named ``prefix*`` (results nobody will read)."""
+    for path in Path(_SHM_DIR).glob(f"{prefix}*"):
+        try:
+            block = shared_memory.SharedMemory(name=path.name)
+        except OSError:
+            continue
+        block.close()
+        with contextlib.suppress(OSError):
+            block.unlink()
 
 
 def _chunks(n_episodes: int, workers: int, chunk_size: int | None) -> list[list[int]]:
@@ -356,11 +432,17 @@ def _imap_watching_workers(pool: Any, tasks: list[Any]):
 
 
 def _check_output(path: Path, overwrite: bool) -> None:
-    """Fail before any work if the output cannot be written."""
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite or choose another --output")
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a folder; choose another --output")
+    """Fail before any work if the output cannot be written.
+
+    With ``--overwrite`` only a LeRobot dataset (or an rlkit run's files) is replaced: a
+    regular file, or a folder holding anything else (notes.txt, sub/...), is refused.
+    """
+    # (rlkit.lerobot.writer.check_output without importing pyarrow here; the writer checks
+    # again when it publishes)
+    if path.exists() or path.is_symlink():
+        check_replaceable(path, "dataset", flag="--output")
+        if not overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite or choose another --output")
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
@@ -407,6 +489,9 @@ def collect(
     t0 = time.perf_counter()
     out = Path(cfg.output)
     _check_output(out, cfg.overwrite)
+    # a killed collection's .NAME.tmp-PID (as big as the dataset): free the disk first
+    for p in clean_stale_temps(out.parent, prefix=f"{out.name}.", recursive=False):
+        say(f"removed {p}, left by a killed process")
     # The writer needs pandas/pyarrow (~0.4 s to import): load them in the background while
     # the episodes are driven, not serially after. Workers never import them.
     threading.Thread(
@@ -499,9 +584,15 @@ def _drive(tasks: list[tuple[Any, ...]], workers: int):
                 yield _run_chunk(*task)
             return
         ctx = _pool_context()
-        with ctx.Pool(min(workers, len(tasks)), initializer=_keep_freed_memory) as pool:
-            for msg in _imap_watching_workers(pool, tasks):
-                yield _from_shared(msg)
+        prefix = f"rlkit_collect_{os.getpid()}_"
+        try:
+            with ctx.Pool(min(workers, len(tasks)), initializer=_init_worker) as pool:
+                for msg in _imap_watching_workers(pool, [(prefix, t) for t in tasks]):
+                    yield _from_shared(msg)
+        finally:
+            # the pool is terminated: free the blocks of results never consumed (Ctrl-C, a
+            # failed write), or the resource tracker warns about them at exit
+            _unlink_blocks(prefix)
     except CollectError:
         raise
     except Exception as e:

@@ -506,6 +506,7 @@ class ProgressBar(BaseCallback):
         self.bar.update(max(0, min(self.num_timesteps, self.total) - self.bar.n))
         return True
 
+
 class WallClockLimit(BaseCallback):
     """Stop ``learn`` once ``seconds`` of wall time have passed since ``t0``."""
 

@@ -151,7 +151,7 @@ def test_output_that_is_a_file_is_a_clear_error(tmp_path, capsys):
     target = tmp_path / "file"
     target.write_text("x")
     assert main(["--episodes", "1", "--workers", "1", "--output", str(target), "--overwrite"]) == 1
-    assert "not a folder" in capsys.readouterr().err
+    assert "is a file, not a LeRobot dataset folder" in capsys.readouterr().err
     assert target.read_text() == "x"
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -70,14 +71,18 @@ from rlkit.lerobot.reader import (
     LeRobotFormatError,
     _column_to_numpy,
     _read_jsonl,
+    nonfinite_rows,
     open_dataset,
+    parquet_errors,
 )
 from rlkit.lerobot.stats import BASIC_STATS, aggregate_stats, compute_stats, episode_stats_arrays
 from rlkit.lerobot.writer import (
     DEFAULT_VIDEO_FILES_SIZE_IN_MB,
     _list_column,
+    check_output,
     plan_files,
     publish_dir,
+    remove_stale_temps,
 )
 from rlkit.utils import available_cores
 
@@ -97,6 +102,11 @@ DEFAULT_DATA_FILES_SIZE_IN_MB = 100
 _MAX_PIECE_ROWS = 262_144  # rows of one source file read at once
 _JOB_ROWS = 65_536  # rows converted, summarised and handed to the writer as one job
 _MAX_LISTED = 50  # missing files listed one per line before summarising
+# Upper bounds of the options, checked before anything is read or allocated.
+MAX_PAD_TO = 65_536  # columns of one padded vector feature (--pad-to 1e20 allocated 24 GB)
+MAX_WORKERS = 256
+MAX_MB = 1_048_576  # 1 TB
+MAX_CHUNKS_SIZE = 1_000_000
 
 
 @dataclass
@@ -160,20 +170,42 @@ class MergeConfig:
     )
 
     def __post_init__(self) -> None:
+        # Bounds checked before anything is read or allocated (--pad-to 1e20 reached 24 GB).
         if self.pad_to is not None and self.pad_to < 1:
             raise ValueError(f"pad_to must be >= 1, got {self.pad_to}")
+        if self.pad_to is not None and self.pad_to > MAX_PAD_TO:
+            raise ValueError(
+                f"pad_to must be <= {MAX_PAD_TO} (columns of a padded vector feature, stored "
+                f"for every frame), got {self.pad_to}"
+            )
         if self.pad_to is not None and not self.pad:
             raise ValueError("--pad-to and --no-pad contradict each other; pass only one of them")
         if self.workers is not None and self.workers < 1:
             raise ValueError(
                 f"workers must be >= 1 (or unset for the core count), got {self.workers}"
             )
+        if self.workers is not None and self.workers > MAX_WORKERS:
+            raise ValueError(f"workers must be <= {MAX_WORKERS} threads, got {self.workers}")
+        if not math.isfinite(self.stats_max_mb):
+            raise ValueError(f"stats_max_mb must be a finite number, got {self.stats_max_mb}")
         if self.stats_max_mb < 0:
             raise ValueError(f"stats_max_mb must be >= 0, got {self.stats_max_mb}")
-        if self.data_files_size_in_mb is not None and not self.data_files_size_in_mb > 0:
-            raise ValueError(f"data_files_size_in_mb must be > 0, got {self.data_files_size_in_mb}")
+        if self.stats_max_mb > MAX_MB:
+            raise ValueError(
+                f"stats_max_mb must be <= {MAX_MB} (1 TB of merged columns held in memory), "
+                f"got {self.stats_max_mb}"
+            )
+        size = self.data_files_size_in_mb
+        if size is not None and not math.isfinite(size):
+            raise ValueError(f"data_files_size_in_mb must be a finite number, got {size}")
+        if size is not None and not size > 0:
+            raise ValueError(f"data_files_size_in_mb must be > 0, got {size}")
+        if size is not None and size > MAX_MB:
+            raise ValueError(f"data_files_size_in_mb must be <= {MAX_MB} (1 TB), got {size}")
         if self.chunks_size is not None and self.chunks_size < 1:
             raise ValueError(f"chunks_size must be >= 1, got {self.chunks_size}")
+        if self.chunks_size is not None and self.chunks_size > MAX_CHUNKS_SIZE:
+            raise ValueError(f"chunks_size must be <= {MAX_CHUNKS_SIZE}, got {self.chunks_size}")
 
 
 @dataclass
@@ -397,8 +429,7 @@ def _check_paths(sources: list[Path], output: Path, overwrite: bool) -> None:
             raise ValueError(
                 f"output {output} overlaps source {s}; choose an --output outside every source"
             )
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists; pass --overwrite or choose another --output")
+    check_output(output, overwrite)
 
 
 def _merge_features(
@@ -539,8 +570,9 @@ def _arrow_type(ft: _Feature, schemas: list[pa.Schema]) -> pa.DataType | None:
 def _file_meta(path: Path) -> tuple[int, list[str]] | None:
     if not path.is_file():
         return None
-    md = pq.read_metadata(path)
-    return md.num_rows, md.schema.to_arrow_schema().names
+    with parquet_errors(path):
+        md = pq.read_metadata(path)
+        return md.num_rows, md.schema.to_arrow_schema().names
 
 
 def _visual_episode_stats(ds: LeRobotDataset, keys: list[str]) -> dict[str, dict[str, np.ndarray]]:
@@ -554,8 +586,9 @@ def _visual_episode_stats(ds: LeRobotDataset, keys: list[str]) -> dict[str, dict
         for key in keys:
             tables = []
             for f in files:
-                cols = [c for c in pq.read_schema(f).names if c.startswith(f"stats/{key}/")]
-                tables.append(pq.read_table(f, columns=cols))
+                with parquet_errors(f):
+                    cols = [c for c in pq.read_schema(f).names if c.startswith(f"stats/{key}/")]
+                    tables.append(pq.read_table(f, columns=cols))
             names = set.intersection(*(set(t.column_names) for t in tables)) if tables else set()
             stats = {}
             for col in sorted(names):
@@ -652,9 +685,11 @@ def _plan(dss: list[LeRobotDataset], cfg: MergeConfig, pool: ThreadPoolExecutor)
                 if m is not None and r != n
             ]
             problems.extend(bad[:_MAX_LISTED])
-        schema = next(
-            (pq.read_schema(f) for f, m in zip(files, file_metas, strict=True) if m), pa.schema([])
-        )
+        first_file = next((f for f, m in zip(files, file_metas, strict=True) if m), None)
+        schema = pa.schema([])
+        if first_file is not None:
+            with parquet_errors(first_file):
+                schema = pq.read_schema(first_file)
         # ---- videos
         videos: dict[str, list[Path]] = {}
         video_ts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -888,15 +923,15 @@ def _pieces(plan: _Plan, out_file: np.ndarray | None) -> list[_Piece]:
 
 def _read_rows(path: Path, lo: int, n: int) -> pa.Table:
     """Rows ``[lo, lo + n)`` of a parquet file, reading only the row groups that hold them."""
-    pf = pq.ParquetFile(path)
-    md = pf.metadata
-    if lo == 0 and n == md.num_rows:
-        return pf.read()
-    rg_rows = np.array([md.row_group(i).num_rows for i in range(md.num_row_groups)])
-    rg_start = np.concatenate([[0], np.cumsum(rg_rows)])
-    first = int(np.searchsorted(rg_start, lo, side="right") - 1)
-    last = int(np.searchsorted(rg_start, lo + n, side="left"))
-    table = pf.read_row_groups(list(range(first, last)))
+    with parquet_errors(path), pq.ParquetFile(path) as pf:
+        md = pf.metadata
+        if lo == 0 and n == md.num_rows:
+            return pf.read()
+        rg_rows = np.array([md.row_group(i).num_rows for i in range(md.num_row_groups)])
+        rg_start = np.concatenate([[0], np.cumsum(rg_rows)])
+        first = int(np.searchsorted(rg_start, lo, side="right") - 1)
+        last = int(np.searchsorted(rg_start, lo + n, side="left"))
+        table = pf.read_row_groups(list(range(first, last)))
     return table.slice(lo - int(rg_start[first]), n)
 
 
@@ -944,6 +979,35 @@ def _convert(
         out = np.ascontiguousarray(arr, dtype=np_dtype)
     values = pa.FixedSizeListArray.from_arrays(pa.array(out.reshape(-1)), width)
     return values, out
+
+
+def _is_float(ft: _Feature) -> bool:
+    try:
+        return np.dtype(str(ft.spec.get("dtype"))).kind == "f"
+    except TypeError:  # image/video/string
+        return False
+
+
+def _check_finite(
+    values: np.ndarray | pa.ChunkedArray | pa.Array, ft: _Feature, path: Path, lo: int
+) -> None:
+    """Refuse NaN/inf in a float feature of a source (rows ``lo..`` of ``path``): merged, they
+    would make the pooled stats NaN and every normalised frame with them."""
+    if isinstance(values, np.ndarray):
+        bad = nonfinite_rows(values)
+        count, where = len(bad), f" (first at row {lo + int(bad[0])})" if len(bad) else ""
+    else:  # nested lists of another shape: count the flat values
+        flat = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        while pa.types.is_list(flat.type) or pa.types.is_fixed_size_list(flat.type):
+            flat = flat.flatten()
+        arr = flat.to_numpy(zero_copy_only=False)
+        count = int(arr.size - np.isfinite(arr).sum()) if arr.dtype.kind == "f" else 0
+        where = ""
+    if count:
+        raise LeRobotFormatError(
+            f"{path}: feature {ft.key!r} holds NaN/inf in {count} row(s){where}; clean or drop "
+            "those frames before merging"
+        )
 
 
 def _jobs(pieces: list[_Piece]) -> list[list[_Piece]]:
@@ -1012,6 +1076,8 @@ def _make_loader(
                 col, arr = _convert(table.column(key), ft, src_dim, path)
                 if arr is not None:
                     values[key] = arr
+                if _is_float(ft):
+                    _check_finite(arr if arr is not None else col, ft, path, piece.lo)
             columns.append(col if isinstance(col, pa.ChunkedArray) else pa.chunked_array([col]))
         return pa.Table.from_arrays(columns, schema=plan.schema), values
 
@@ -1065,7 +1131,7 @@ def _pool_visual(
         if eps is not None:
             per_ep.append({k: v[s.keep] for k, v in eps.items()})
         if s.keep.all() and (s.ds.root / STATS_PATH).is_file():
-            st = s.ds.stats().get(key)
+            st = s.ds.stats([key]).get(key)  # raises naming the file if a value is NaN/inf
             if st is not None and {"mean", "std", "count"} <= set(st):
                 groups.append(st)
                 continue
@@ -1338,6 +1404,7 @@ def merge(cfg: MergeConfig, *, progress: bool = True) -> MergeResult:
     t0 = time.perf_counter()
     output = Path(cfg.output)
     _check_paths([Path(s) for s in cfg.sources], output, cfg.overwrite)
+    remove_stale_temps(output)  # a killed merge's .NAME.tmp-PID (can be as big as the data)
     dss = [open_dataset(s) for s in cfg.sources]
     workers = cfg.workers or min(8, max(2, available_cores()))
     version = cfg.output_version
@@ -1433,7 +1500,8 @@ def merge(cfg: MergeConfig, *, progress: bool = True) -> MergeResult:
             if cfg.validate:
                 from rlkit.lerobot.validate import validate_dataset
 
-                problems = validate_dataset(tmp, workers=workers)
+                # values=False: the float columns were checked for NaN/inf while converting
+                problems = validate_dataset(tmp, workers=workers, values=False)
                 if problems:
                     raise LeRobotFormatError(
                         f"the merged dataset failed validation, nothing was written to {output}:"
@@ -1484,7 +1552,8 @@ def _extra_bytes_per_row(plan: _Plan) -> np.ndarray:
     for s in plan.sources:
         total, rows = 0, 0
         for f in s.files[:8]:  # a sample of files is enough for a size estimate
-            md = pq.read_metadata(f)
+            with parquet_errors(f):
+                md = pq.read_metadata(f)
             rows += md.num_rows
             for rg in range(md.num_row_groups):
                 group = md.row_group(rg)

@@ -31,6 +31,7 @@ import difflib
 import json
 import logging
 import re
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,53 @@ class LeRobotFormatError(ValueError):
 
     The message names the file or key, the offending value and how to fix it.
     """
+
+
+@contextlib.contextmanager
+def parquet_errors(path: Path) -> Iterator[None]:
+    """Turn pyarrow's errors on a damaged parquet file (zero bytes, truncated, corrupt pages)
+    into a :class:`LeRobotFormatError` naming the file.
+
+    pyarrow raises ``ArrowInvalid`` for a missing footer and a plain ``OSError`` for corrupt
+    pages, neither naming the file. A missing file stays a ``FileNotFoundError``.
+    """
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as e:
+        detail = " ".join(str(e).split())
+        raise LeRobotFormatError(
+            f"{path} is not a readable parquet file ({detail}); restore it from a copy or "
+            "re-export the dataset"
+        ) from e
+
+
+def nonfinite_rows(values: np.ndarray) -> np.ndarray:
+    """Row indices (frames) of ``values`` holding NaN or inf; empty for non-float arrays."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "fc" or arr.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    finite = np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+    return np.flatnonzero(~finite)
+
+
+def _stat_array(value: Any, where: str, feat: str, name: str) -> np.ndarray:
+    """One stat of a stats file as float64; raises naming the file, feature and stat when it
+    is not numeric or holds NaN/inf (``null`` in JSON reads as NaN)."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise LeRobotFormatError(
+            f"{where}: stats[{feat!r}][{name!r}] is not a numeric array ({e}); recompute the stats"
+        ) from e
+    if not np.isfinite(arr).all():
+        bad = int(np.size(arr) - np.isfinite(arr).sum())
+        raise LeRobotFormatError(
+            f"{where}: stats[{feat!r}][{name!r}] holds {bad} NaN/inf/null value(s); recompute "
+            "the stats from finite data (rlkit-validate-lerobot lists what else is wrong)"
+        )
+    return arr
 
 
 def _read_json(path: Path) -> Any:
@@ -168,6 +216,11 @@ class LeRobotDataset:
             LeRobotFormatError: If the metadata is malformed or of an unsupported version.
         """
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise NotADirectoryError(
+                f"{self.root} is a file, not a dataset folder; pass the folder that holds "
+                "meta/info.json"
+            )
         if not self.root.is_dir():
             raise FileNotFoundError(f"dataset folder {self.root} does not exist")
         info_path = self.root / INFO_PATH
@@ -208,7 +261,8 @@ class LeRobotDataset:
 
     def _load_tasks_v3(self) -> tuple[list[str], np.ndarray]:
         path = self._require(TASKS_PATH)
-        df = pd.read_parquet(path)
+        with parquet_errors(path):
+            df = pd.read_parquet(path)
         if "task_index" not in df.columns:
             raise LeRobotFormatError(
                 f"{path} lacks column 'task_index' (columns: {list(df.columns)}); "
@@ -244,9 +298,10 @@ class LeRobotDataset:
             )
         tables = []
         for f in files:
-            names = pq.read_schema(f).names
-            keep = [c for c in names if not c.startswith("stats/")]
-            tables.append(pq.read_table(f, columns=keep))
+            with parquet_errors(f):
+                names = pq.read_schema(f).names
+                keep = [c for c in names if not c.startswith("stats/")]
+                tables.append(pq.read_table(f, columns=keep))
         table = pa.concat_tables(tables, promote_options="permissive")
         df = table.to_pandas()
         for col in ("episode_index", "length", "dataset_from_index", "dataset_to_index"):
@@ -335,7 +390,7 @@ class LeRobotDataset:
             raise FileNotFoundError(f"data file {path} does not exist; the dataset is incomplete")
         # ParquetFile.read is ~5x cheaper per file than pq.read_table (no dataset discovery),
         # which matters for v2.x datasets of thousands of one-episode files.
-        with pq.ParquetFile(path) as pf:
+        with parquet_errors(path), pq.ParquetFile(path) as pf:
             schema_names = set(pf.schema_arrow.names)
             missing = [k for k in keys if k not in schema_names]
             if missing:
@@ -397,31 +452,58 @@ class LeRobotDataset:
         return out
 
     # ------------------------------------------------------------------ stats
-    def stats(self) -> dict[str, dict[str, np.ndarray]]:
-        """Dataset-level statistics per feature.
+    def stats(self, keys: list[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+        """Dataset-level statistics per feature, every value finite.
+
+        Args:
+            keys: Features to return (default: every feature with stats). Only these are
+                read and checked, so a bad stat of a feature the caller does not use cannot
+                stop it.
 
         Returns:
             ``meta/stats.json`` when present; otherwise (v2.1) the per-episode stats of
             ``meta/episodes_stats.jsonl`` pooled with :func:`aggregate_stats`; otherwise stats
             computed from the data (tabular features only). ``count`` is int64, others float64.
+
+        Raises:
+            LeRobotFormatError: A stat is not numeric or holds NaN/inf (``null`` in JSON): the
+                message names the file, the feature and the stat. Normalising with such a
+                stat would silently turn every frame into NaN.
         """
+        wanted = None if keys is None else set(keys)
         path = self.root / STATS_PATH
         if path.is_file():
             raw = _read_json(path)
-            return {
-                feat: {
-                    name: np.asarray(v, dtype=np.int64 if name == "count" else np.float64)
-                    for name, v in stats.items()
+            if not isinstance(raw, dict):
+                raise LeRobotFormatError(
+                    f"{path} must hold {{feature: {{stat: values}}}}, got a "
+                    f"{type(raw).__name__}; recompute the stats"
+                )
+            out: dict[str, dict[str, np.ndarray]] = {}
+            for feat, stats in raw.items():
+                if wanted is not None and feat not in wanted:
+                    continue
+                if not isinstance(stats, dict):
+                    raise LeRobotFormatError(
+                        f"{path}: stats[{feat!r}] must map stat names to values, got "
+                        f"{type(stats).__name__}; recompute the stats"
+                    )
+                out[feat] = {
+                    name: _stat_array(v, str(path), feat, name) for name, v in stats.items()
                 }
-                for feat, stats in raw.items()
-            }
+                if "count" in out[feat]:
+                    out[feat]["count"] = out[feat]["count"].astype(np.int64)
+            return out
         ep_path = self.root / LEGACY_EPISODES_STATS_PATH
         if ep_path.is_file():
             per_feature: dict[str, list[dict[str, np.ndarray]]] = {}
             for row in _read_jsonl(ep_path):
+                where = f"{ep_path} (episode {row.get('episode_index')})"
                 for feat, stats in row.get("stats", {}).items():
+                    if wanted is not None and feat not in wanted:
+                        continue
                     per_feature.setdefault(feat, []).append(
-                        {name: np.asarray(v, dtype=np.float64) for name, v in stats.items()}
+                        {name: _stat_array(v, where, feat, name) for name, v in stats.items()}
                     )
             return {feat: aggregate_stats(groups) for feat, groups in per_feature.items()}
         logger.info("%s has no stats file; computing stats from the data", self.root)
@@ -430,8 +512,17 @@ class LeRobotDataset:
                 k
                 for k, ft in self.features.items()
                 if ft.get("dtype") not in (*NON_TABULAR_DTYPES, "string")
+                and (wanted is None or k in wanted)
             ]
         )
+        for k, v in columns.items():
+            bad = nonfinite_rows(v)
+            if len(bad):
+                raise LeRobotFormatError(
+                    f"{self.root}: feature {k!r} holds NaN/inf in {len(bad)} frame(s) (first at "
+                    f"row {int(bad[0])}) and the dataset has no {STATS_PATH} to normalise with; "
+                    "clean or drop those frames"
+                )
         return {k: compute_stats(v) for k, v in columns.items()}
 
     # ------------------------------------------------------------------ validation
@@ -607,7 +698,20 @@ class LeRobotDataset:
         to_idx: np.ndarray,
     ) -> list[str]:
         problems: list[str] = []
-        file_rows = np.array([pq.read_metadata(f).num_rows for f in files], dtype=np.int64)
+        rows: list[int] = []
+        for f in files:
+            try:
+                with parquet_errors(f):
+                    rows.append(pq.read_metadata(f).num_rows)
+            except LeRobotFormatError as e:
+                problems.append(str(e))
+        if problems:  # row positions are unknown past an unreadable file
+            return problems[:_MAX_REPORTED] + (
+                [f"... and {len(problems) - _MAX_REPORTED} more unreadable data files"]
+                if len(problems) > _MAX_REPORTED
+                else []
+            )
+        file_rows = np.array(rows, dtype=np.int64)
         n_rows = int(file_rows.sum())
         if n_rows != int(lengths.sum()):
             problems.append(
@@ -694,32 +798,47 @@ class LeRobotDataset:
         problems: list[str] = []
         stats_path = self.root / STATS_PATH
         if stats_path.is_file():
-            groups = {"stats.json": _read_json(stats_path)}
+            raw = _read_json(stats_path)
+            if not isinstance(raw, dict):
+                return [f"{stats_path} must hold {{feature: {{stat: values}}}}, got {raw!r:.60}"]
+            groups = [(str(stats_path), raw)]
+            sample = 1
         elif (self.root / LEGACY_EPISODES_STATS_PATH).is_file():
-            rows = _read_jsonl(self.root / LEGACY_EPISODES_STATS_PATH)
-            groups = {
-                f"episodes_stats.jsonl episode {r.get('episode_index')}": r.get("stats", {})
-                for r in rows[:50]  # shapes are uniform; a sample is enough
-            }
+            path = self.root / LEGACY_EPISODES_STATS_PATH
+            groups = [
+                (f"{path} (episode {r.get('episode_index')})", r.get("stats", {}))
+                for r in _read_jsonl(path)
+            ]
+            sample = 50  # shapes are uniform: a sample is enough; values are checked in all
         else:
             return problems  # stats are optional for v2.0; computed on demand
-        for where, stats in groups.items():
+        bad_values: list[str] = []
+        for i, (where, stats) in enumerate(groups):
+            if not isinstance(stats, dict):
+                problems.append(f"{where}: stats must map features to stats, got {stats!r:.60}")
+                continue
             for feat, fstats in stats.items():
                 ft = self.features.get(feat)
-                if ft is None:
+                if ft is None or not isinstance(fstats, dict):
                     continue
                 is_visual = ft.get("dtype") in NON_TABULAR_DTYPES
                 shape = tuple(int(d) for d in ft.get("shape") or (1,))
                 expected = (3, 1, 1) if is_visual else shape
                 for name, value in fstats.items():
+                    try:
+                        _stat_array(value, where, feat, name)
+                    except LeRobotFormatError as e:
+                        bad_values.append(str(e))
+                        continue
                     got = np.shape(value)
                     want = (1,) if name == "count" else expected
-                    if got != want:
+                    if i < sample and got != want and len(problems) < 20:
                         problems.append(
                             f"{where}: stats[{feat!r}][{name!r}] has shape {got}, expected {want}"
                         )
-                        if len(problems) >= 20:
-                            return problems
+        problems.extend(bad_values[:_MAX_REPORTED])
+        if len(bad_values) > _MAX_REPORTED:
+            problems.append(f"... and {len(bad_values) - _MAX_REPORTED} more non-finite stats")
         return problems
 
 

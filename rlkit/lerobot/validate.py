@@ -7,8 +7,14 @@ ranges) and adds the checks that need more than the index columns:
 
 - every data file's parquet columns against ``info.json`` features: each declared feature is
   a column, no undeclared columns, the parquet type fits the declared dtype and shape
-  (``fixed_size_list`` length = shape, list values numeric for numeric features, ``image`` a
-  struct with ``bytes``);
+  (``fixed_size_list`` length = shape, list values numeric for numeric features, floats at
+  least as wide as declared: a ``float64`` feature stored as float32 is reported, pandas'
+  ``list<double>`` under a ``float32`` feature is read and cast; ``image`` a struct with
+  ``bytes``);
+- every data file readable as parquet (a zero-byte or truncated file is named, not a
+  traceback), and the float feature columns free of NaN/inf;
+- ``stats.json`` / ``episodes_stats.jsonl`` values finite (checked by
+  :meth:`LeRobotDataset.validate`);
 - each episode's ``tasks`` equal the task strings of its rows' ``task_index``;
 - per-episode stats: ``count`` equals the episode length for tabular features;
 - video files long enough: the last frame of every episode (``to_timestamp - 1/fps`` in
@@ -34,8 +40,11 @@ from rlkit.lerobot.reader import (
     LEGACY_EPISODES_STATS_PATH,
     LeRobotDataset,
     LeRobotFormatError,
+    _column_to_numpy,
     _read_jsonl,
+    nonfinite_rows,
     open_dataset,
+    parquet_errors,
 )
 from rlkit.utils import available_cores
 
@@ -107,6 +116,19 @@ def _type_problem(key: str, ft: dict, typ: pa.DataType) -> str | None:
     }
     if not kinds.get(kind, True):
         return f"feature {key!r} is declared {dtype} but its parquet values are {value}"
+    if (
+        kind == "f"
+        and pa.types.is_floating(value)
+        and value.bit_width < np.dtype(dtype).itemsize * 8
+    ):
+        # e.g. float64 declared over float32 data: the declaration promises a precision the
+        # file does not hold. (Wider data than declared, e.g. pandas' list<double> under a
+        # float32 feature, is read and cast to the declared dtype: accepted.)
+        stored = np.dtype(value.to_pandas_dtype())
+        return (
+            f"feature {key!r} is declared {dtype} but its parquet values are {stored}; "
+            f"declare it {stored} in meta/info.json or rewrite the column as {dtype}"
+        )
     return None
 
 
@@ -115,7 +137,18 @@ def _check_schemas(ds: LeRobotDataset, pool: ThreadPoolExecutor) -> list[str]:
     tabular = {k: ft for k, ft in ds.features.items() if ft.get("dtype") != "video"}
     problems: list[str] = []
     seen: set[str] = set()
-    for path, schema in zip(files, pool.map(pq.read_schema, files), strict=True):
+
+    def read_schema(path: Path) -> pa.Schema | str:
+        try:
+            with parquet_errors(path):
+                return pq.read_schema(path)
+        except LeRobotFormatError as e:
+            return str(e)
+
+    for path, schema in zip(files, pool.map(read_schema, files), strict=True):
+        if isinstance(schema, str):
+            problems.append(schema)
+            continue
         for key, ft in tabular.items():
             if key not in schema.names:
                 msg = f"{path} lacks column {key!r} declared in meta/info.json"
@@ -133,6 +166,71 @@ def _check_schemas(ds: LeRobotDataset, pool: ThreadPoolExecutor) -> list[str]:
         if len(problems) > _MAX_REPORTED:
             problems.append("... (more schema problems not listed)")
             break
+    return problems
+
+
+def _float_features(ds: LeRobotDataset) -> list[str]:
+    keys = []
+    for key, ft in ds.features.items():
+        try:
+            if np.dtype(str(ft.get("dtype"))).kind == "f":
+                keys.append(key)
+        except TypeError:
+            continue  # image/video/string or a dtype rlkit does not know
+    return keys
+
+
+def _file_nonfinite(path: Path, keys: list[str]) -> list[str]:
+    """NaN/inf in the float columns ``keys`` of one data file, read a row group at a time."""
+    problems: list[str] = []
+    with parquet_errors(path), pq.ParquetFile(path) as pf:
+        present = [k for k in keys if k in pf.schema_arrow.names]  # absent: _check_schemas
+        if not present:
+            return problems
+        bad: dict[str, list[int]] = {}  # key -> [count, first row]
+        broken: set[str] = set()
+        offset = 0
+        for rg in range(pf.metadata.num_row_groups):
+            table = pf.read_row_group(rg, columns=present)
+            for key in present:
+                if key in broken:
+                    continue
+                try:
+                    rows = nonfinite_rows(_column_to_numpy(table.column(key), key, path))
+                except LeRobotFormatError as e:  # e.g. null rows: reported once per column
+                    problems.append(str(e))
+                    broken.add(key)
+                    continue
+                if len(rows):
+                    seen = bad.setdefault(key, [0, offset + int(rows[0])])
+                    seen[0] += len(rows)
+            offset += table.num_rows
+    for key, (count, first) in bad.items():
+        problems.append(
+            f"{path}: feature {key!r} holds NaN/inf in {count} row(s) (first at row {first} of "
+            "the file); clean or drop those frames"
+        )
+    return problems
+
+
+def _check_values(ds: LeRobotDataset, pool: ThreadPoolExecutor) -> list[str]:
+    keys = _float_features(ds)
+    files = [f for f in ds.data_files() if f.is_file()]
+    if not keys or not files:
+        return []
+
+    def check(path: Path) -> list[str]:
+        try:
+            return _file_nonfinite(path, keys)
+        except LeRobotFormatError as e:
+            return [str(e)]
+
+    problems: list[str] = []
+    for found in pool.map(check, files):
+        problems.extend(found)
+    if len(problems) > _MAX_REPORTED:
+        more = len(problems) - _MAX_REPORTED
+        problems = [*problems[:_MAX_REPORTED], f"... and {more} more non-finite columns"]
     return problems
 
 
@@ -178,8 +276,9 @@ def _check_episode_counts(ds: LeRobotDataset) -> list[str]:
             col = f"stats/{key}/count"
             parts = []
             for f in files:
-                if col in pq.read_schema(f).names:
-                    parts.append(pq.read_table(f, columns=[col]).column(0))
+                with parquet_errors(f):
+                    if col in pq.read_schema(f).names:
+                        parts.append(pq.read_table(f, columns=[col]).column(0))
             if len(parts) == len(files) and parts:
                 values = pa.chunked_array(
                     [c for p in parts for c in p.chunks], type=parts[0].type
@@ -266,19 +365,24 @@ def _check_video_lengths(ds: LeRobotDataset, pool: ThreadPoolExecutor) -> list[s
     return problems
 
 
-def validate_dataset(root: str | Path, *, workers: int | None = None) -> list[str]:
+def validate_dataset(
+    root: str | Path, *, workers: int | None = None, values: bool = True
+) -> list[str]:
     """Check the dataset at ``root`` against the loader's invariants (module docstring).
 
     Args:
         root: Dataset folder (v2.0, v2.1 or v3.0).
         workers: Threads for reading schemas and probing videos (default: the core count).
+        values: Read the float feature columns and report NaN/inf (the merger checks them
+            while converting the rows and skips this second read).
 
     Returns:
         Human-readable problems, each naming the file or key and the value; empty when valid.
+        A damaged file is a problem naming it, never an exception.
     """
     try:
         ds = open_dataset(root)
-    except (FileNotFoundError, LeRobotFormatError) as e:
+    except (OSError, LeRobotFormatError) as e:
         return [str(e)]
     missing_index = [k for k in INDEX_FEATURES if k not in ds.features]
     files_ok = all(f.is_file() for f in ds.data_files())
@@ -287,15 +391,24 @@ def validate_dataset(root: str | Path, *, workers: int | None = None) -> list[st
     # (One thread per check; their per-file work goes to a separate pool, so a check that
     # waits on file jobs can never starve them.)
     n_io = workers or max(2, available_cores())
-    with ThreadPoolExecutor(5) as checks, ThreadPoolExecutor(n_io) as pool:
+    with ThreadPoolExecutor(6) as checks, ThreadPoolExecutor(n_io) as pool:
         jobs = [
             checks.submit(ds.validate),
             checks.submit(_check_schemas, ds, pool),
             checks.submit(_check_episode_tasks, ds) if files_ok else None,
             checks.submit(_check_episode_counts, ds),
             checks.submit(_check_video_lengths, ds, pool),
+            checks.submit(_check_values, ds, pool) if values else None,
         ]
-        problems = [p for job in jobs if job is not None for p in job.result()]
+        problems: list[str] = []
+        for job in jobs:
+            if job is None:
+                continue
+            try:
+                found = job.result()
+            except (OSError, LeRobotFormatError) as e:  # a file that broke a check midway
+                found = [str(e)]
+            problems.extend(p for p in found if p not in problems)
     if missing_index:
         problems.append(f"meta/info.json features lack the index features {missing_index}")
     return problems

@@ -57,6 +57,7 @@ from rlkit.lerobot.reader import (
     LeRobotFormatError,
 )
 from rlkit.lerobot.stats import BASIC_STATS, QUANTILES, compute_stats, episode_stats_arrays
+from rlkit.rundir import check_replaceable, clean_stale_temps, say
 from rlkit.utils import available_cores
 
 logger = logging.getLogger(__name__)
@@ -79,8 +80,10 @@ def _validate_options(
 ) -> None:
     if isinstance(fps, bool) or not isinstance(fps, (int, np.integer)) or fps <= 0:
         raise LeRobotFormatError(f"fps must be a positive int, got {fps!r}")
-    if not data_files_size_in_mb > 0:
-        raise LeRobotFormatError(f"data_files_size_in_mb must be > 0, got {data_files_size_in_mb}")
+    if not 0 < data_files_size_in_mb < float("inf"):
+        raise LeRobotFormatError(
+            f"data_files_size_in_mb must be a finite number > 0, got {data_files_size_in_mb}"
+        )
     if (
         isinstance(chunks_size, bool)
         or not isinstance(chunks_size, (int, np.integer))
@@ -409,10 +412,7 @@ class DatasetWriter:
         self.data_files_size_in_mb = data_files_size_in_mb
         self.chunks_size = chunks_size
         _validate_options(fps, self.tasks, data_files_size_in_mb, chunks_size)
-        if self.root.exists() and not overwrite:
-            raise FileExistsError(
-                f"{self.root} exists; pass --overwrite or choose another --output"
-            )
+        check_output(self.root, overwrite)
         self._t0 = time.perf_counter()
         self._planner = _FilePlanner(data_files_size_in_mb * 1024**2, chunks_size)
         self._features: dict[str, dict[str, Any]] | None = None
@@ -428,10 +428,10 @@ class DatasetWriter:
         self._write_job: Future[None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=max(2, available_cores()))
         self.root.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.root)
+        # Created by the first add(), not here: a caller holding no writer yet (Ctrl-C
+        # between this constructor and the assignment of its result) cannot abort it.
         self._tmp = self.root.parent / f".{self.root.name}.tmp-{os.getpid()}"
-        if self._tmp.exists():
-            shutil.rmtree(self._tmp)
-        (self._tmp / "meta").mkdir(parents=True)
         self._open = True
 
     @property
@@ -516,6 +516,9 @@ class DatasetWriter:
             job.result()
 
     def _start(self, features: dict[str, dict[str, Any]]) -> None:
+        if self._tmp.exists():
+            shutil.rmtree(self._tmp)
+        (self._tmp / "meta").mkdir(parents=True)
         self._features = features
         hf = {k: _hf_feature(f["dtype"], tuple(f["shape"])) for k, f in features.items()}
         types = {
@@ -696,11 +699,40 @@ class DatasetWriter:
         return n_eps, n, n_files
 
 
+def check_output(root: Path, overwrite: bool, flag: str = "--output") -> None:
+    """Refuse an output the writers may not replace; call it before any work.
+
+    ``root`` may be missing, or (with ``overwrite``) a folder holding only what a LeRobot
+    dataset writer puts there (``meta/``, ``data/``, ``videos/``, the run's
+    ``config.resolved.yml``, ...). A regular file, or a folder holding anything else (a
+    ``notes.txt``, another tool's run), is refused, naming what is there.
+
+    Raises:
+        FileExistsError: As above, or ``root`` is a dataset and ``overwrite`` is False.
+    """
+    if root.exists() or root.is_symlink():
+        check_replaceable(root, "dataset", flag=flag)
+        if not overwrite:
+            raise FileExistsError(f"{root} exists; pass --overwrite or choose another {flag}")
+
+
+def remove_stale_temps(root: Path) -> None:
+    """Remove the temporary folders a killed writer of ``root`` left beside it.
+
+    A SIGKILLed collection or merge leaves ``.NAME.tmp-PID`` (and, killed while replacing,
+    ``.NAME.old-PID``) behind; only those whose process is gone are removed.
+    """
+    for path in clean_stale_temps(root.parent, prefix=f"{root.name}.", recursive=False):
+        say(f"removed {path}, left by a killed process")
+
+
 def publish_dir(tmp: Path, root: Path, *, overwrite: bool) -> None:
     """Move the finished folder ``tmp`` to ``root`` with ``os.replace`` (same filesystem).
 
     An existing ``root`` is moved aside first and removed only after the new folder is in
-    place; if the final rename fails the previous folder is put back.
+    place; if the final rename fails the previous folder is put back. This is the one place
+    datasets are replaced: ``root`` is checked again here (:func:`check_output`), since
+    anything may have appeared there while ``tmp`` was being written.
 
     Args:
         tmp: The completely written folder (a sibling of ``root``).
@@ -708,11 +740,11 @@ def publish_dir(tmp: Path, root: Path, *, overwrite: bool) -> None:
         overwrite: Replace an existing ``root``; otherwise its appearance is an error.
 
     Raises:
-        FileExistsError: If ``root`` exists and ``overwrite`` is False.
+        FileExistsError: If ``root`` exists and ``overwrite`` is False, or ``root`` is a file
+            or holds files a dataset writer does not write.
     """
-    if root.exists():
-        if not overwrite:  # appeared while we were writing
-            raise FileExistsError(f"{root} exists; pass --overwrite or choose another --output")
+    if root.exists() or root.is_symlink():
+        check_output(root, overwrite)  # appeared, or changed, while we were writing
         old = root.parent / f".{root.name}.old-{os.getpid()}"
         os.replace(root, old)
         try:
