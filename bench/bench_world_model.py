@@ -53,10 +53,10 @@ except ImportError:  # `python -m bench.bench_world_model`
 
 from rlkit.planet.dataset import EpisodeDataset, batch_to_device
 from rlkit.planet.envs import make_pixel_env, render_pendulum
+from rlkit.planet.episodes import make_planner, run_episode
 from rlkit.planet.model import PRESETS, WorldModel
 from rlkit.planet.planner import PlannerConfig
 from rlkit.planet.storage import EpisodeStorage, load_episode
-from rlkit.planet.train import make_planner, run_episode
 
 NAME = "bench_world_model"
 TARGET_LEARNING_GAIN = 300.0  # planner + learned model over the random policy, mean return
@@ -344,8 +344,9 @@ def bench_learning(run: Path, episodes: int, checkpoint: str | None = None) -> d
 
     import yaml
 
+    from rlkit.planet.episodes import planning_threads
     from rlkit.planet.planner import CEMPlanner
-    from rlkit.planet.train import WorldModelConfig, load_newest_checkpoint, planning_threads
+    from rlkit.planet.train import WorldModelConfig, load_newest_checkpoint
     from rlkit.utils import episode_seed
 
     cfg = WorldModelConfig(

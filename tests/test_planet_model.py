@@ -125,7 +125,7 @@ def test_planner_config_is_checked() -> None:
 
 
 def test_planning_through_the_world_model() -> None:
-    from rlkit.planet.train import make_planner
+    from rlkit.planet.episodes import make_planner
 
     torch.manual_seed(0)
     m = WorldModel(2, TINY)
