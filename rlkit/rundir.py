@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from rlkit.tools import TOOLS
 from rlkit.utils import RESULT_FILE, json_ready, write_json_atomic
 
 __all__ = [
@@ -76,11 +77,9 @@ OUTPUTS: dict[str, list[str]] = {
     ],
 }  # fmt: skip
 
-#: What each kind is called in messages.
-TOOLS: dict[str, str] = {
-    "bc": "train_bc.py",
-    "rl": "train_rl.py",
-    "world_model": "train_world_model.py",
+#: What each kind is called in messages: the tool's script, or what it writes.
+NAMES: dict[str, str] = {
+    **{section: tool.script for section, tool in TOOLS.items()},
     "dataset": "LeRobot dataset",
     "pipeline": "train_optimized.sh",
 }
@@ -152,7 +151,7 @@ def check_replaceable(path: Path, kind: str, flag: str = "--output") -> None:
     Raises:
         FileExistsError: ``path`` is a file, or a folder holding anything else.
     """
-    what = TOOLS[kind]
+    what = NAMES[kind]
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise FileExistsError(
             f"{path} is a file, not a {what} folder; --overwrite replaces only rlkit's own "
@@ -272,7 +271,7 @@ class RunDir:
     def __enter__(self) -> RunDir:
         if self.path.is_symlink() or (self.path.exists() and not self.path.is_dir()):
             raise FileExistsError(
-                f"{self.path} is a file, not a {TOOLS[self.kind]} run folder; choose another "
+                f"{self.path} is a file, not a {NAMES[self.kind]} run folder; choose another "
                 "output folder"
             )
         self._created = not self.path.exists()
@@ -349,7 +348,7 @@ class RunDir:
         if self.resume_flag and self.resume_flag not in args:
             args = [a for a in args if a not in ("--overwrite",)] + [self.resume_flag]
         self.resume_command = command_line(args)
-        tool = TOOLS[self.kind]
+        tool = NAMES[self.kind]
         for p in clean_stale_temps(self.path):
             say(f"removed {p}, left by a killed process")
         holds = self.holds_run()

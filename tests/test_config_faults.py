@@ -5,7 +5,6 @@ came from, the seeds' flat key losing to the shipped section, NaN/inf and huge n
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,11 +230,7 @@ def _float_fields(cls: type) -> list[str]:
 
 
 def _tools() -> list[tuple[str, Any]]:
-    out = []
-    for section, target in TOOLS.items():
-        module, _, name = target.partition(":")
-        out.append((section, getattr(importlib.import_module(module), name)))
-    return out
+    return [(section, tool.options_class()) for section, tool in TOOLS.items()]
 
 
 def test_every_float_option_of_every_tool_refuses_nan_and_inf(tmp_path):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from pathlib import Path
 
 import yaml
 
-from rlkit.config import SECTION_SCRIPTS, SECTIONS, TOOLS, default_config_yaml, load_yaml_section
+from rlkit.config import SECTIONS, TOOLS, default_config_yaml, load_yaml_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,10 +20,9 @@ def test_config_yml_matches_the_dataclass_defaults():
 
 def test_every_section_is_present_and_loads_into_its_dataclass():
     data = yaml.safe_load((ROOT / "config.yml").read_text())
-    assert set(data) == SECTIONS == set(SECTION_SCRIPTS)
-    for section, target in TOOLS.items():
-        module, _, name = target.partition(":")
-        cls = getattr(importlib.import_module(module), name)
+    assert set(data) == SECTIONS == set(TOOLS)
+    for section, tool in TOOLS.items():
+        cls = tool.options_class()
         values = load_yaml_section(ROOT / "config.yml", section, cls)
         assert cls(**values) == cls()
         assert set(values) == {f.name for f in dataclasses.fields(cls)}

@@ -28,8 +28,3 @@ def run_tool(prog: str, work: Callable[[], str], errors: tuple[type[Exception], 
         return 130
     print(text)
     return 0
-
-
-def argv_or_sys(argv: list[str] | None) -> list[str]:
-    """The arguments a run records in command.txt."""
-    return sys.argv[1:] if argv is None else argv

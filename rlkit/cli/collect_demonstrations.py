@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from rlkit.cli import argv_or_sys, run_tool
+from rlkit.cli import run_tool
 from rlkit.collect import CollectConfig, CollectError, CollectResult, collect
 from rlkit.config import cli_main
+from rlkit.tools import TOOLS
 
-PROG = "collect_demonstrations.py"
+PROG = TOOLS["collect"].script
 DESCRIPTION = (
     "Drive procedurally generated racing tracks with the expert, one episode per track, "
     "in parallel worker processes, and write the demonstrations as a LeRobot v3.0 dataset. "
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cli_main(CollectConfig, "collect", argv, prog=PROG, description=DESCRIPTION)
     return run_tool(
         PROG,
-        lambda: summary(collect(cfg, argv=argv_or_sys(argv))),
+        lambda: summary(collect(cfg, argv=argv)),
         (OSError, CollectError, ValueError),
     )
 

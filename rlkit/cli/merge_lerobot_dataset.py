@@ -8,8 +8,9 @@ from rlkit.cli import run_tool
 from rlkit.config import cli_main
 from rlkit.lerobot import LeRobotFormatError
 from rlkit.lerobot.merge import MergeConfig, merge, summary_text
+from rlkit.tools import TOOLS
 
-PROG = "merge_lerobot_dataset.py"
+PROG = TOOLS["merge"].script
 DESCRIPTION = (
     "Merge LeRobot datasets (v2.0, v2.1, v3.0, mixed) into one v3.0 (or v2.1) dataset: "
     "re-indexed episodes, deduplicated tasks, vector features zero-padded to a common dim, "

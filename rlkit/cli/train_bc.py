@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 
 from rlkit.bc import BCConfig, summary_text, train_bc
-from rlkit.cli import argv_or_sys, run_tool
+from rlkit.cli import run_tool
 from rlkit.config import cli_main
 from rlkit.lerobot import LeRobotFormatError
+from rlkit.tools import TOOLS
 
-PROG = "train_bc.py"
+PROG = TOOLS["bc"].script
 DESCRIPTION = (
     "Train an MLP policy on the state and action features of a LeRobot dataset (v2.1/v3.0), "
     "optionally refine it with DAgger, evaluate it against the expert on held-out tracks and "
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cli_main(BCConfig, "bc", argv, prog=PROG, description=DESCRIPTION)
     return run_tool(
         PROG,
-        lambda: "\n" + summary_text(train_bc(cfg, argv=argv_or_sys(argv))),
+        lambda: "\n" + summary_text(train_bc(cfg, argv=argv)),
         (OSError, LeRobotFormatError, ValueError),
     )
 

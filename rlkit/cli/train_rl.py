@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from rlkit.cli import argv_or_sys, run_tool
+from rlkit.cli import run_tool
 from rlkit.config import cli_main
 from rlkit.evaluate import format_eval_table
 from rlkit.rl import RLConfig, eval_only, summary_text, train_rl
+from rlkit.tools import TOOLS
 
-PROG = "train_rl.py"
+PROG = TOOLS["rl"].script
 DESCRIPTION = (
     "Fine-tune a driving policy with Stable-Baselines3 (SAC, PPO or TD3) on the racing env, "
     "vectorised as one batched RacingVecEnv or SB3's SubprocVecEnv/DummyVecEnv, optionally "
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> str:
         if cfg.eval_only:
             return format_eval_table(eval_only(cfg))
-        return "\n" + summary_text(train_rl(cfg, argv=argv_or_sys(argv)))
+        return "\n" + summary_text(train_rl(cfg, argv=argv))
 
     return run_tool(PROG, work, (OSError, ValueError, ImportError))
 

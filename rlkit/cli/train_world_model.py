@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from rlkit.cli import argv_or_sys, run_tool
+from rlkit.cli import run_tool
 from rlkit.config import cli_main
 from rlkit.planet.train import WorldModelConfig, summary_text, train_world_model
+from rlkit.tools import TOOLS
 
-PROG = "train_world_model.py"
+PROG = TOOLS["world_model"].script
 DESCRIPTION = (
     "Learn a PlaNet world model (RSSM) from 64x64 pixel episodes stored in data_dir, planning "
     "with CEM to collect new episodes online. Existing episodes are reused, missing seed "
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cli_main(WorldModelConfig, "world_model", argv, prog=PROG, description=DESCRIPTION)
     return run_tool(
         PROG,
-        lambda: "\n" + summary_text(train_world_model(cfg, argv=argv_or_sys(argv))),
+        lambda: "\n" + summary_text(train_world_model(cfg, argv=argv)),
         (OSError, ValueError, ImportError),
     )
 

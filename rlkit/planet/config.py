@@ -297,8 +297,9 @@ class WorldModelConfig:
         )
 
     @property
-    def workers(self) -> int:
-        """Loading threads actually used (1 with --no-parallel-loading)."""
+    def loading_threads(self) -> int:
+        """Episode-loading threads actually used (1 with --no-parallel-loading). Worker
+        *processes* are ``num_workers`` (the DataLoader's), as in every tool's config."""
         return self.loading_workers if self.parallel_loading else 1
 
     def env_spec(self) -> dict[str, Any]:

@@ -104,7 +104,7 @@ def train_world_model(
             done = run.start(cfg, section="world_model", argv=argv, record=False)
             if done is not None:
                 return from_json(WorldModelResult, done)
-            storage = EpisodeStorage(cfg.data_dir, workers=cfg.workers)
+            storage = EpisodeStorage(cfg.data_dir, workers=cfg.loading_threads)
             # the episodes are part of the run's state (a resume must match an
             # uninterrupted run), so one process writes them at a time too
             same = storage.root.resolve() == run.path.resolve()
