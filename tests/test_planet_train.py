@@ -257,7 +257,11 @@ def test_flags_and_config_keys(tmp_path: Path) -> None:
         "world_model",
         ["--config", str(cfg_file), "--loading_workers", "2", "--no_parallel_loading"],
     )
-    assert cfg.loading_workers == 2 and cfg.workers == 1 and cfg.data_dir == "data/world_episodes"
+    assert (
+        cfg.loading_workers == 2
+        and cfg.loading_threads == 1
+        and cfg.data_dir == "data/world_episodes"
+    )
     with pytest.raises(SystemExit) as e:
         main(["d", "o", "--config", str(cfg_file), "--preload-images", "--cache-images"])
     assert e.value.code == 2
