@@ -170,7 +170,10 @@ def test_sigkill_mid_run_leaves_no_corrupt_file(tmp_path: Path) -> None:
         deadline = time.time() + 120
         while len(checkpoints(out)) < 2 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.05)
-        time.sleep(0.3)  # somewhere inside a later iteration
+        # inside a later iteration: after its episode is written, before its checkpoint
+        n = len(list(data.glob("episode_*.npz")))
+        while len(list(data.glob("episode_*.npz"))) == n and time.time() < deadline:
+            time.sleep(0.005)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
