@@ -10,7 +10,8 @@
 
 Usage::
 
-    python bench/bench_bc.py            # ~6 min on 2 cores, writes bench/results/bench_bc.json
+    python bench/bench_bc.py            # ~6 min on 2 cores -> bench/results/local/
+    python bench/bench_bc.py --write-results    # -> bench/results/ (tracked)
     python bench/bench_bc.py --quick    # smoke run
 """
 
@@ -26,13 +27,11 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_env import report_header, write_json  # noqa: E402
+from bench_env import add_output_args, output_path, report_header, write_json  # noqa: E402
 
 from rlkit.bc import BCConfig, train_bc  # noqa: E402
 from rlkit.collect import CollectConfig, collect  # noqa: E402
 from rlkit.utils import available_cores  # noqa: E402
-
-DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "bench_bc.json"
 
 
 def speed_settings() -> list[dict[str, Any]]:
@@ -101,7 +100,7 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=None, help="epochs per speed setting (default 50)")
     p.add_argument("--eval-episodes", type=int, default=None, help="held-out tracks (default 50)")
     p.add_argument("--data", default=None, help="use this dataset instead of collecting one")
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
+    add_output_args(p, "bench_bc")
     args = p.parse_args()
     episodes = args.episodes or (6 if args.quick else 100)
     epochs = args.epochs or (2 if args.quick else 50)
@@ -159,8 +158,9 @@ def main() -> int:
         "best_speed_setting": best,
         "quality": quality,
     }
-    write_json(args.output, report)
-    print(f"\nwrote {args.output}")
+    out = output_path(args, "bench_bc")
+    write_json(out, report)
+    print(f"\nwrote {out}")
     return 0
 
 

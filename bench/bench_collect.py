@@ -18,7 +18,8 @@ Every figure is measured in this run; wall times are the best of ``--repeats`` i
 
 Usage::
 
-    PYTHONPATH=. python bench/bench_collect.py           # minutes; bench/results/bench_collect.json
+    PYTHONPATH=. python bench/bench_collect.py           # minutes -> bench/results/local/
+    PYTHONPATH=. python bench/bench_collect.py --write-results  # -> bench/results/ (tracked)
     PYTHONPATH=. python bench/bench_collect.py --quick   # smoke run, a few seconds
 """
 
@@ -41,14 +42,13 @@ from typing import Any
 import numpy as np
 
 try:  # `python bench/bench_collect.py` puts bench/ on sys.path
-    from bench_env import machine_info, print_table, write_json
+    from bench_env import add_output_args, machine_info, output_path, print_table, write_json
 except ImportError:  # `python -m bench.bench_collect`
-    from bench.bench_env import machine_info, print_table, write_json
+    from bench.bench_env import add_output_args, machine_info, output_path, print_table, write_json
 
 NAME = "bench_collect"
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "collect_demonstrations.py"
-DEFAULT_OUTPUT = REPO / "bench" / "results" / f"{NAME}.json"
 TARGET_SPEEDUP = 1.8  # 2 workers over 1 at 1000 episodes, 2 idle cores
 TARGET_CLEAN_LAPS = 0.98  # fraction of held-out tracks lapped without leaving the track
 
@@ -245,7 +245,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ),
     )
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
+    add_output_args(p, NAME)
     p.add_argument("--episodes", type=int, nargs="+", default=None, help="default 100 1000")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="default 1 2")
     p.add_argument("--tracks", type=int, default=None, help="held-out tracks (default 200)")
@@ -385,8 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         },
         "expert_laps": laps,
     }
-    write_json(args.output, record)
-    print(f"\nwrote {args.output}")
+    out = output_path(args, NAME)
+    write_json(out, record)
+    print(f"\nwrote {out}")
     return 0
 
 

@@ -17,7 +17,8 @@ Random actions are steer ~ U[-1, 1], throttle ~ U[0, 1]. Every rate is the media
 
 Usage::
 
-    PYTHONPATH=. python bench/bench_env.py            # ~1 min, writes bench/results/bench_env.json
+    PYTHONPATH=. python bench/bench_env.py            # ~1 min -> bench/results/local/
+    PYTHONPATH=. python bench/bench_env.py --write-results   # -> bench/results/ (tracked)
     PYTHONPATH=. python bench/bench_env.py --quick    # smoke run, a few seconds
 """
 
@@ -40,7 +41,8 @@ import numpy as np
 from rlkit.utils import write_json_atomic
 
 NAME = "bench_env"
-DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / f"{NAME}.json"
+#: The tracked figures the README quotes; a plain run writes to the untracked ``local/``.
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGET_RATIO = 20.0  # RacingVecEnv best car-steps/s over SubprocVecEnv(2) env-steps/s
 
 
@@ -92,6 +94,28 @@ def report_header(name: str, t_start: float) -> dict[str, Any]:
         "wall_s": time.perf_counter() - t_start,
         "machine": machine_info(),
     }
+
+
+def add_output_args(p: argparse.ArgumentParser, name: str) -> None:
+    """``--output`` and ``--write-results``: where a benchmark writes its JSON."""
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help=f"JSON results file (default: bench/results/local/{name}.json, untracked)",
+    )
+    p.add_argument(
+        "--write-results",
+        action="store_true",
+        help=f"write the tracked bench/results/{name}.json (the figures the README quotes)",
+    )
+
+
+def output_path(args: argparse.Namespace, name: str) -> Path:
+    """``--output``, else the tracked file with ``--write-results``, else ``local/``."""
+    if args.output is not None:
+        return args.output
+    return RESULTS_DIR / ("" if args.write_results else "local") / f"{name}.json"
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:
@@ -287,7 +311,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ),
     )
     p.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run of seconds")
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
+    add_output_args(p, NAME)
     p.add_argument("--cars", type=int, nargs="+", default=[1, 16, 64, 256], help="RacingVecEnv N")
     p.add_argument(
         "--vec-actions",
@@ -439,8 +463,9 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "ratios": ratios,
     }
-    write_json(args.output, record)
-    print(f"\nwrote {args.output}")
+    out = output_path(args, NAME)
+    write_json(out, record)
+    print(f"\nwrote {out}")
     return 0
 
 

@@ -20,7 +20,8 @@ wall time is reported (neighbours on a shared machine only ever add time), the m
 
 Usage::
 
-    PYTHONPATH=. python bench/bench_merge.py          # minutes; bench/results/bench_merge.json
+    PYTHONPATH=. python bench/bench_merge.py          # minutes -> bench/results/local/
+    PYTHONPATH=. python bench/bench_merge.py --write-results  # -> bench/results/ (tracked)
     PYTHONPATH=. python bench/bench_merge.py --quick  # smoke run, seconds; figures mean nothing
 """
 
@@ -42,13 +43,12 @@ from typing import Any
 import numpy as np
 
 try:  # `python bench/bench_merge.py` puts bench/ on sys.path
-    from bench_env import print_table, report_header, write_json
+    from bench_env import add_output_args, output_path, print_table, report_header, write_json
 except ImportError:  # `python -m bench.bench_merge`
-    from bench.bench_env import print_table, report_header, write_json
+    from bench.bench_env import add_output_args, output_path, print_table, report_header, write_json
 
 NAME = "bench_merge"
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = REPO / "bench" / "results" / f"{NAME}.json"
 GOAL_V21_S = 10.0  # 2 x 1000 x 500 v2.1 frames on 2 cores
 GOAL_V3_S = 1.0  # 2 x 100 x 400 v3.0 frames
 FPS = 30
@@ -307,7 +307,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ),
     )
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
+    add_output_args(p, NAME)
     p.add_argument("--episodes", type=int, default=None, help="v2.1 episodes per source (1000)")
     p.add_argument("--frames", type=int, default=None, help="frames per v2.1 episode (500)")
     p.add_argument("--v3-episodes", type=int, default=None, help="v3.0 episodes per source (100)")
@@ -439,8 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     record["results"] = results
     record["goals"] = goals
-    write_json(args.output, record)
-    print(f"\nwrote {args.output}")
+    out = output_path(args, NAME)
+    write_json(out, record)
+    print(f"\nwrote {out}")
     return 0
 
 

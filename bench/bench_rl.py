@@ -12,7 +12,8 @@
 
 Usage::
 
-    python bench/bench_rl.py                      # ~35 min on 2 cores
+    python bench/bench_rl.py                      # ~35 min on 2 cores -> bench/results/local/
+    python bench/bench_rl.py --write-results      # -> bench/results/ (tracked)
     python bench/bench_rl.py --quick              # smoke run
 """
 
@@ -27,15 +28,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_env import report_header, write_json  # noqa: E402
+from bench_env import add_output_args, output_path, report_header, write_json  # noqa: E402
 
 from rlkit.bc import BCConfig, train_bc  # noqa: E402
 from rlkit.collect import CollectConfig, collect  # noqa: E402
 from rlkit.envs.sim import RacingConfig  # noqa: E402
-from rlkit.evaluate import evaluate, expert_driver  # noqa: E402
-from rlkit.rl import RLConfig, _build_model, make_vec_env, train_rl  # noqa: E402
-
-DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "bench_rl.json"
+from rlkit.rl import RLConfig, build_model, make_vec_env, train_rl  # noqa: E402
+from rlkit.rollout import evaluate, expert_driver  # noqa: E402
 
 
 def throughput(algo: str, vec: str, envs: int, seconds: float) -> dict[str, Any]:
@@ -46,7 +45,7 @@ def throughput(algo: str, vec: str, envs: int, seconds: float) -> dict[str, Any]
     cfg = RLConfig(algo=algo, vec=vec, envs=envs, learning_starts=0, n_steps=128)
     env = make_vec_env(cfg, RacingConfig())
     try:
-        model = _build_model(cfg, env, None, "cpu")
+        model = build_model(cfg, env, None, "cpu")
         # PPO learns in rollouts of n_steps per env; SAC (one gradient step per env step,
         # ~65/s here) in small chunks so the timed window does not overshoot.
         chunk = envs * (cfg.n_steps if algo == "ppo" else 16)
@@ -103,7 +102,7 @@ def main() -> int:
     p.add_argument("--eval-episodes", type=int, default=None, help="held-out tracks (30)")
     p.add_argument("--throughput-seconds", type=float, default=None, help="per setting (20)")
     p.add_argument("--skip-scratch", action="store_true", help="only the run from BC")
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
+    add_output_args(p, "bench_rl")
     args = p.parse_args()
     minutes = args.minutes or (0.3 if args.quick else 15.0)
     eval_every = args.eval_every or (500 if args.quick else 10_000)
@@ -196,8 +195,9 @@ def main() -> int:
         "expert": expert.to_dict(),
         "runs": runs,
     }
-    write_json(args.output, report)
-    print(f"\nwrote {args.output}")
+    out = output_path(args, "bench_rl")
+    write_json(out, report)
+    print(f"\nwrote {out}")
     return 0
 
 

@@ -9,7 +9,8 @@ does not depend on how busy the machine is.
 
 Usage::
 
-    python bench/bench_rl_guard.py           # ~10 min on 2 cores -> bench/results/*.json
+    python bench/bench_rl_guard.py           # ~10 min on 2 cores -> bench/results/local/
+    python bench/bench_rl_guard.py --write-results  # -> bench/results/ (tracked)
     python bench/bench_rl_guard.py --quick   # smoke run
 """
 
@@ -24,13 +25,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_env import report_header, write_json  # noqa: E402
+from bench_env import add_output_args, output_path, report_header, write_json  # noqa: E402
 
 from rlkit.bc import BCConfig, train_bc  # noqa: E402
 from rlkit.collect import CollectConfig, collect  # noqa: E402
 from rlkit.rl import RLConfig, train_rl  # noqa: E402
-
-DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "bench_rl_guard.json"
 
 #: (name, critic warm-up env steps, BC loss weight) compared with the BC-loss settings
 BASELINES: list[tuple[str, int, float]] = [("none", 0, 0.0), ("critic warm-up 3000", 3000, 0.0)]
@@ -47,7 +46,7 @@ def main() -> int:
     p.add_argument(
         "--bc-weights", type=float, nargs="+", default=[1.0, 10.0, 100.0], help="BC loss weights"
     )
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
+    add_output_args(p, "bench_rl_guard")
     args = p.parse_args()
     guards = BASELINES + [(f"BC loss {w:g}", 0, w) for w in args.bc_weights]
     episodes = args.episodes or (10 if args.quick else 100)
@@ -122,8 +121,9 @@ def main() -> int:
         "eval_episodes": eval_episodes,
     }
     record["guards"] = rows
-    write_json(args.output, record)
-    print(f"\nwrote {args.output}")
+    out = output_path(args, "bench_rl_guard")
+    write_json(out, record)
+    print(f"\nwrote {out}")
     return 0
 
 

@@ -22,11 +22,12 @@ Measures, in one run (every ratio from figures taken in this run):
 7. ``--learning-run RUN``: only the learning figures of a finished ``train_world_model.py``
    run: its newest checkpoint's planner vs the random policy vs the same planner on the true
    Pendulum dynamics (the "perfect model"), same seeds, and the run's reconstruction-loss
-   curve (``bench/results/bench_world_model_learning.json``).
+   curve (``bench_world_model_learning.json`` beside the other results).
 
 Usage::
 
-    PYTHONPATH=. python bench/bench_world_model.py            # bench/results/bench_world_model.json
+    PYTHONPATH=. python bench/bench_world_model.py            # -> bench/results/local/
+    PYTHONPATH=. python bench/bench_world_model.py --write-results  # -> bench/results/ (tracked)
     PYTHONPATH=. python bench/bench_world_model.py --quick    # smoke run, seconds
     PYTHONPATH=. python bench/bench_world_model.py --learning-run runs/world_model
 """
@@ -47,9 +48,9 @@ import numpy as np
 import torch
 
 try:  # `python bench/bench_world_model.py` puts bench/ on sys.path
-    from bench_env import print_table, report_header, write_json
+    from bench_env import add_output_args, output_path, print_table, report_header, write_json
 except ImportError:  # `python -m bench.bench_world_model`
-    from bench.bench_env import print_table, report_header, write_json
+    from bench.bench_env import add_output_args, output_path, print_table, report_header, write_json
 
 from rlkit.planet.dataset import EpisodeDataset, batch_to_device
 from rlkit.planet.envs import make_pixel_env, render_pendulum
@@ -61,7 +62,6 @@ from rlkit.planet.storage import EpisodeStorage, load_episode
 NAME = "bench_world_model"
 TARGET_LEARNING_GAIN = 300.0  # planner + learned model over the random policy, mean return
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = REPO / "bench" / "results" / f"{NAME}.json"
 
 
 def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
@@ -445,13 +445,13 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     p.add_argument("--episodes", type=int, default=None, help="episodes written (default 500)")
     p.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 3)")
-    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
+    add_output_args(p, NAME)
     p.add_argument(
         "--learning-run",
         type=Path,
         default=None,
         help="only evaluate this train_world_model.py output folder (planner vs random vs "
-        "true dynamics) and write bench/results/bench_world_model_learning.json",
+        "true dynamics) and write bench_world_model_learning.json beside the JSON results",
     )
     p.add_argument("--eval-episodes", type=int, default=5, help="episodes for --learning-run")
     p.add_argument(
@@ -464,7 +464,7 @@ def main() -> int:
         t0 = time.perf_counter()
         res = bench_learning(args.learning_run, args.eval_episodes, args.checkpoint)
         print_learning(res)
-        path = args.output.with_name(f"{NAME}_learning.json")
+        path = output_path(args, NAME).with_name(f"{NAME}_learning.json")
         write_json(path, {**report_header(NAME, t0), "learning": res})
         print(f"\nwrote {path}")
         return 0
@@ -579,8 +579,9 @@ def main() -> int:
         "cache": cache,
         "model": model,
     }
-    write_json(args.output, report)
-    print(f"\nwrote {args.output}")
+    out = output_path(args, NAME)
+    write_json(out, report)
+    print(f"\nwrote {out}")
     return 0
 
 

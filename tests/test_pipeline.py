@@ -52,22 +52,23 @@ def test_worker_counts_follow_the_seeds_formulas_and_overrides():
     counts, src = derive_workers(4, {"bc": 3}, {"RLKIT_RL_ENVS": "5"})
     assert counts == {"collect": 3, "bc": 3, "rl": 5}
     assert src["bc"] == "flag" and src["rl"] == "RLKIT_RL_ENVS"
-    with pytest.raises(PipelineError, match="RLKIT_COLLECT_WORKERS='x' is not an integer"):
+    with pytest.raises(PipelineError, match="RLKIT_COLLECT_WORKERS must be an integer, got 'x'"):
         derive_workers(4, {}, {"RLKIT_COLLECT_WORKERS": "x"})
 
 
 def test_a_failing_stage_stops_the_run_and_names_its_log(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.run(
-        [str(SCRIPT), "--output", str(run), "--", *TINY, "--hidden", "0"],
+        [str(SCRIPT), "--output", str(run), "--", *TINY, "--obs-key", "nope"],
         env=_env(),
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 1
-    assert f"stage 'bc' failed (exit code 2); its log: {run / 'logs' / 'bc.log'}" in proc.stderr
-    assert "hidden" in (run / "logs" / "bc.log").read_text()
+    # valid settings (checked before collection) that fail at run time: no feature 'nope'
+    assert f"stage 'bc' failed (exit code 1); its log: {run / 'logs' / 'bc.log'}" in proc.stderr
+    assert "nope" in (run / "logs" / "bc.log").read_text()
     assert not (run / "rl").exists() and not (run / "summary.json").exists()
     state = json.loads((run / "pipeline.json").read_text())
     assert state["stages"]["collect"]["status"] == "done"
@@ -89,7 +90,7 @@ def test_tiny_run_killed_during_rl_resumes_and_writes_the_summary(tmp_path):
             assert time.monotonic() < deadline, "no RL checkpoint within 240 s"
             time.sleep(0.05)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the pipeline and the stage it runs
+        os.killpg(proc.pid, signal.SIGKILL)  # the pipeline; the kernel then kills its stage
         first_out = proc.communicate()[0]
     # RLKIT_CORES=3 -> the seeds' formulas: collect 2, BC 1, RL 2
     assert "collection workers     2  (cores - 1, min 1, cap 12)" in first_out
