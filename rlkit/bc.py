@@ -37,21 +37,28 @@ from typing import IO, Any, Literal
 import numpy as np
 import torch
 from gymnasium import spaces
-from gymnasium.utils import seeding
 from torch import nn
 from tqdm.auto import tqdm
 
-from rlkit.collect import load_env_config
 from rlkit.envs.expert import Expert
 from rlkit.envs.racing import make_observation_space
-from rlkit.envs.sim import RacingConfig, RacingSim
-from rlkit.evaluate import EvalResult, evaluate, expert_driver, format_eval_table
-from rlkit.lerobot import LeRobotDataset, LeRobotFormatError, write_dataset
+from rlkit.envs.sim import RacingConfig
+from rlkit.lerobot import DatasetReader, LeRobotFormatError, write_dataset
+from rlkit.lerobot.env_meta import load_env_config
 from rlkit.policy import BCPolicy, export_sb3
+from rlkit.report import eval_payload, format_eval_table
+from rlkit.rollout import (
+    ACTION_KEY,
+    OBS_KEY,
+    EvalResult,
+    evaluate_drivers,
+    expert_driver,
+    policy_driver,
+    rollout,
+)
 from rlkit.rundir import RunDir, say
 from rlkit.utils import (
     default_workers,
-    episode_seed,
     from_json,
     idle_cores,
     resolve_device,
@@ -78,8 +85,8 @@ class BCConfig:
     output: str = field(
         default="runs/bc", metadata={"help": "output folder for the policy and logs"}
     )
-    obs_key: str = field(default="observation.state", metadata={"help": "observation feature"})
-    action_key: str = field(default="action", metadata={"help": "action feature"})
+    obs_key: str = field(default=OBS_KEY, metadata={"help": "observation feature"})
+    action_key: str = field(default=ACTION_KEY, metadata={"help": "action feature"})
     epochs: int = field(default=50, metadata={"help": "training epochs"})
     batch_size: int = field(default=256, metadata={"help": "minibatch size"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
@@ -234,7 +241,7 @@ def load_bc_data(cfg: BCConfig) -> BCData:
             f"--data {root}: no such dataset folder; collect one with collect_demonstrations.py "
             "or pass the path of a LeRobot dataset"
         )
-    ds = LeRobotDataset(root)
+    ds = DatasetReader(root)
     if ds.num_frames == 0:
         raise LeRobotFormatError(f"{root}: the dataset has no frames; collect episodes first")
     cols = ds.load_columns(list(dict.fromkeys([cfg.obs_key, cfg.action_key, "episode_index"])))
@@ -566,35 +573,26 @@ class _Trainer:
             self.policy.load_state_dict(self.best_state)
 
 
-def policy_driver(policy: BCPolicy) -> Any:
-    return lambda obs, sim: policy.act(obs)
-
-
 def dagger_round(
     trainer: _Trainer, round_idx: int, expert: Expert
 ) -> tuple[np.ndarray, np.ndarray]:
     """Drive ``dagger_episodes`` fresh tracks with the current policy; return the visited
-    observations and the expert's labels for them (the states the policy actually reaches)."""
+    observations and the expert's labels for them (the states the policy actually reaches),
+    step by step (time-major)."""
     cfg, env_config = trainer.cfg, trainer.data.env_config
     assert env_config is not None
     n = cfg.dagger_episodes
-    sim = RacingSim(n, env_config)
-    for k in range(n):
-        seed = episode_seed(cfg.seed, round_idx * n + k, "dagger")
-        sim.reset_car(k, seeding.np_random(seed)[0])
-    obs_log, act_log = [], []
-    alive = np.ones(n, dtype=bool)
     trainer.policy.eval()
-    for _ in range(env_config.max_episode_steps):
-        obs = sim.observe()
-        live = np.flatnonzero(alive)
-        obs_log.append(obs[live])
-        act_log.append(expert.act_sim(sim)[live].astype(np.float32))
-        _, term, trunc, _ = sim.step(trainer.policy.act(obs))
-        alive &= ~(term | trunc)
-        if not alive.any():
-            break
-    return np.concatenate(obs_log), np.concatenate(act_log)
+    run = rollout(
+        policy_driver(trainer.policy),
+        env_config,
+        cfg.seed,
+        range(round_idx * n, (round_idx + 1) * n),
+        "dagger",
+        labels=expert_driver(expert),
+        record_steps=True,
+    )
+    return run.by_time(run.obs), run.by_time(run.action)
 
 
 def _write_dagger_dataset(trainer: _Trainer, out: Path) -> None:
@@ -706,20 +704,9 @@ def _train(
         device=str(device),
     )
     if cfg.eval_episodes and data.env_config is not None:
-        result.eval = {
-            "bc": evaluate(policy_driver(policy), data.env_config, cfg.eval_episodes, cfg.seed),
-            "expert": evaluate(expert_driver(expert), data.env_config, cfg.eval_episodes, cfg.seed),
-        }
-        ratio = result.eval["bc"].mean_return / result.eval["expert"].mean_return
-        payload = {
-            "episodes": cfg.eval_episodes,
-            "seed": cfg.seed,
-            "seed_stream": "eval",
-            "bc": result.eval["bc"].to_dict(),
-            "expert": result.eval["expert"].to_dict(),
-            "bc_return_fraction_of_expert": ratio,
-        }
-        write_json_atomic(out / "eval.json", payload)
+        drivers = {"bc": policy_driver(policy), "expert": expert_driver(expert)}
+        result.eval = evaluate_drivers(drivers, data.env_config, cfg.eval_episodes, cfg.seed)
+        write_json_atomic(out / "eval.json", eval_payload(result.eval, cfg.eval_episodes, cfg.seed))
     elif cfg.eval_episodes:
         logger.warning("%s is not rlkit racing data: skipping the evaluation on tracks", cfg.data)
     run.finish(result, summary_text(result))

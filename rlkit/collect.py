@@ -17,12 +17,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib
-import json
 import logging
 import math
 import multiprocessing as mp
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,22 +29,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gymnasium.utils import seeding
 from tqdm.auto import tqdm
 
 from rlkit.config import run_config_files
 from rlkit.envs.expert import Expert
-from rlkit.envs.sim import RacingConfig, RacingSim
+from rlkit.envs.sim import RacingConfig
+from rlkit.lerobot.env_meta import ENV_META_PATH, env_meta_text
 from rlkit.lerobot.stats import episode_stats_arrays
+from rlkit.rollout import ACTION_KEY, OBS_KEY, expert_driver, rollout
 from rlkit.rundir import check_replaceable, clean_stale_temps, say
-from rlkit.utils import RESULT_FILE, default_workers, episode_seed, write_json_atomic
+from rlkit.utils import RESULT_FILE, default_workers, worker_setup, write_json_atomic
 
-__all__ = ["CollectConfig", "CollectError", "CollectResult", "collect", "run_episodes"]
+__all__ = ["CollectConfig", "CollectError", "CollectResult", "collect"]
 
 logger = logging.getLogger(__name__)
 
 TASK = "drive laps of the track as fast as possible without leaving it"
-ENV_META = "meta/rlkit_env.json"  # the RacingConfig the data was recorded with
 
 
 # Upper bounds of the options (CollectConfig.__post_init__).
@@ -177,101 +175,40 @@ class CollectResult:
 def _run_chunk(
     indices: list[int], seed: int, noise: float, env_config: RacingConfig, expert: Expert
 ) -> dict[str, Any]:
-    """Drive the episodes ``indices`` as one batch of cars.
+    """Drive the episodes ``indices`` as one batch of cars (:func:`~rlkit.rollout.rollout`).
 
     Returns a dict with ``indices``; ``lengths`` (n,); ``frames``: ``observation.state``,
     ``action``, ``next.reward`` and ``next.done``, episodes concatenated in ``indices``
     order; ``stats``: their per-episode LeRobot stats (computed here, in the worker, rather
     than serially by the writer); ``summary``:
-    per-episode ``return`` (float64 sum of rewards), ``laps``, ``first_lap_time`` (seconds or
-    NaN) and ``terminated``.
+    per-episode ``return`` (float64 sum of the recorded float32 rewards, as a reader of the
+    dataset sums them), ``laps``, ``first_lap_time`` (seconds or NaN) and ``terminated``.
     """
-    n, horizon = len(indices), env_config.max_episode_steps
-    sim = RacingSim(n, env_config)
-    noise_seq = np.zeros((horizon, n, 2))
-    for k, ep in enumerate(indices):
-        rng, _ = seeding.np_random(episode_seed(seed, ep, "demo"))
-        sim.reset_car(k, rng)
-        if noise > 0:
-            noise_seq[:, k] = np.random.default_rng(episode_seed(seed, ep, "noise")).normal(
-                0.0, noise, (horizon, 2)
-            )
-    obs = np.empty((horizon, n, env_config.obs_dim), dtype=np.float32)
-    act = np.empty((horizon, n, 2), dtype=np.float32)
-    rew = np.empty((horizon, n), dtype=np.float32)
-    length = np.full(n, horizon)
-    terminated = np.zeros(n, dtype=bool)
-    alive = np.ones(n, dtype=bool)
-    laps = np.zeros(n)
-    first_lap = np.full(n, np.nan)
-    obs[0] = sim.observe()
-    for t in range(horizon):
-        clean = expert.act_sim(sim)
-        act[t] = clean
-        reward, term, trunc, _ = sim.step(np.clip(clean + noise_seq[t], -1.0, 1.0))
-        rew[t] = reward
-        ended = alive & (term | trunc)
-        length[ended] = t + 1
-        # Snapshot at the episode's end: finished cars keep moving in the batch.
-        laps[ended] = sim.progress[ended] / sim.t_len[ended]
-        first_lap[ended] = sim.first_lap_time[ended]
-        terminated |= ended & term
-        alive &= ~ended
-        if not alive.any():
-            break
-        live = np.flatnonzero(alive)
-        obs[t + 1, live] = sim.observe(live)  # finished cars are no longer observed
-
+    run = rollout(
+        expert_driver(expert), env_config, seed, indices, "demo", noise=noise, record_steps=True
+    )
     # Time-major (T, n, ...) -> episodes one after another: one boolean gather per column.
-    valid = np.arange(horizon)[None, :] < length[:, None]  # (n, T)
-    bounds = np.concatenate([[0], np.cumsum(length)])
+    bounds = np.concatenate([[0], np.cumsum(run.length)])
     done = np.zeros(int(bounds[-1]), dtype=bool)
     done[bounds[1:] - 1] = True
     frames = {
-        "observation.state": obs.swapaxes(0, 1)[valid],
-        "action": act.swapaxes(0, 1)[valid],
-        "next.reward": rew.T[valid],
+        OBS_KEY: run.by_episode(run.obs),
+        ACTION_KEY: run.by_episode(run.action),
+        "next.reward": run.by_episode(run.reward),
         "next.done": done,
     }
     return {
         "indices": list(indices),
-        "lengths": length,
+        "lengths": run.length,
         "frames": frames,
         "stats": {k: episode_stats_arrays(v, bounds) for k, v in frames.items()},
         "summary": {
             "return": np.add.reduceat(frames["next.reward"].astype(np.float64), bounds[:-1]),
-            "laps": laps,
-            "first_lap_time": first_lap,
-            "terminated": terminated,
+            "laps": run.laps,
+            "first_lap_time": run.first_lap_time,
+            "terminated": run.terminated,
         },
     }
-
-
-def run_episodes(
-    indices: list[int], seed: int, noise: float, env_config: RacingConfig, expert: Expert
-) -> list[dict[str, Any]]:
-    """Drive the episodes ``indices`` as one batch of cars; one dict per episode.
-
-    Each dict has ``index``, ``obs`` (T, D) float32, ``action`` (T, 2) float32,
-    ``reward`` (T,) float32, ``terminated`` (bool), ``return``, ``laps`` and
-    ``first_lap_time`` (seconds or NaN).
-    """
-    chunk = _run_chunk(indices, seed, noise, env_config, expert)
-    bounds = np.concatenate([[0], np.cumsum(chunk["lengths"])])
-    frames, summary = chunk["frames"], chunk["summary"]
-    return [
-        {
-            "index": ep,
-            "obs": frames["observation.state"][bounds[k] : bounds[k + 1]],
-            "action": frames["action"][bounds[k] : bounds[k + 1]],
-            "reward": frames["next.reward"][bounds[k] : bounds[k + 1]],
-            "terminated": bool(summary["terminated"][k]),
-            "return": float(summary["return"][k]),
-            "laps": float(summary["laps"][k]),
-            "first_lap_time": float(summary["first_lap_time"][k]),
-        }
-        for k, ep in enumerate(chunk["indices"])
-    ]
 
 
 # Results travel back from the workers through shared memory: a chunk is ~100 bytes a frame
@@ -297,13 +234,9 @@ def _keep_freed_memory() -> None:
 
 
 def _init_worker() -> None:
-    """Pool initializer: workers ignore Ctrl-C, so only the parent handles it.
-
-    A terminal sends SIGINT to the whole process group: without this every worker printed a
-    KeyboardInterrupt traceback. The parent stops the pool (``terminate``) and removes the
-    partial dataset.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Pool initializer: :func:`rlkit.utils.worker_setup` (Ctrl-C is the parent's: it stops
+    the pool and removes the partial dataset; a dead parent takes its workers along)."""
+    worker_setup()
     _keep_freed_memory()
 
 
@@ -437,7 +370,7 @@ def _check_output(path: Path, overwrite: bool) -> None:
     With ``--overwrite`` only a LeRobot dataset (or an rlkit run's files) is replaced: a
     regular file, or a folder holding anything else (notes.txt, sub/...), is refused.
     """
-    # (rlkit.lerobot.writer.check_output without importing pyarrow here; the writer checks
+    # (rlkit.lerobot.meta.check_output without importing pyarrow here; the writer checks
     # again when it publishes)
     if path.exists() or path.is_symlink():
         check_replaceable(path, "dataset", flag="--output")
@@ -534,7 +467,7 @@ def collect(
         t_drive = time.perf_counter() - t0
         assert writer is not None and not pending
         extra = run_config_files(cfg, section="collect", argv=argv)
-        extra[ENV_META] = json.dumps(env_config.to_dict(), indent=2) + "\n"
+        extra[ENV_META_PATH] = env_meta_text(env_config)
         writer.close(extra)
     except BaseException:
         bar.close()
@@ -608,20 +541,7 @@ def _dataset_writer(cfg: CollectConfig, env_config: RacingConfig):
         cfg.output,
         fps=round(1.0 / env_config.dt),
         tasks=[TASK],
-        feature_names={"observation.state": env_config.obs_names, "action": ["steer", "throttle"]},
+        feature_names={OBS_KEY: env_config.obs_names, ACTION_KEY: ["steer", "throttle"]},
         robot_type="rlkit_racing_car",
         overwrite=cfg.overwrite,
     )
-
-
-def load_env_config(dataset_root: str | Path) -> RacingConfig | None:
-    """The :class:`RacingConfig` a dataset was recorded with, or None if it has none."""
-    path = Path(dataset_root) / ENV_META
-    if not path.is_file():
-        return None
-    try:
-        return RacingConfig.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            f"{path}: not a valid rlkit env config ({e}); re-collect the dataset"
-        ) from e

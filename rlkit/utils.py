@@ -248,3 +248,14 @@ def check_ranges(cfg: Any, bounds: dict[str, tuple[float, float]]) -> None:
         v = getattr(cfg, name)
         if v is not None and not lo <= v <= hi:
             raise ValueError(f"{name} must be in [{lo:g}, {hi:g}], got {v}")
+
+
+def worker_setup() -> None:
+    """Call first in a worker process rlkit starts (collection pool, subprocess envs).
+
+    Ctrl-C reaches the whole process group: the worker ignores it and the parent, which
+    handles it, stops the workers (a worker dying of it would print its own traceback).
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

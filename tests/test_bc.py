@@ -14,7 +14,7 @@ from rlkit.bc import BCConfig, load_bc_data, split_episodes, train_bc
 from rlkit.cli.train_bc import main
 from rlkit.collect import CollectConfig, collect
 from rlkit.envs import RacingEnv
-from rlkit.lerobot import LeRobotDataset, LeRobotFormatError
+from rlkit.lerobot import DatasetReader, LeRobotFormatError, validate_dataset
 from rlkit.policy import BCPolicy, build_policy_kwargs, load_bc_into, read_export_meta
 
 TINY = {"hidden": [32, 32], "batch_size": 128, "eval_episodes": 0}
@@ -71,7 +71,7 @@ def test_sb3_export_loads_into_a_fresh_model_with_identical_actions(demos, tmp_p
     before, _ = model.predict(np.zeros((1, 21), np.float32), deterministic=True)
     load_bc_into(model, out)
     policy = BCPolicy.load(out / "bc_policy.pt")
-    obs = LeRobotDataset(demos).load_columns(["observation.state"])["observation.state"][::7]
+    obs = DatasetReader(demos).load_columns(["observation.state"])["observation.state"][::7]
     sb3_actions, _ = model.predict(obs, deterministic=True)
     np.testing.assert_allclose(sb3_actions, policy.act(obs), atol=2e-5)
     assert not np.allclose(before, policy.act(np.zeros((1, 21), np.float32)), atol=1e-3)
@@ -128,9 +128,9 @@ def test_dagger_labels_policy_states_and_writes_them_as_lerobot(demos, tmp_path)
         _cfg(demos, out, epochs=2, dagger_rounds=2, dagger_episodes=2, dagger_epochs=1),
         progress=False,
     )
-    agg = LeRobotDataset(out / "dagger")
-    assert agg.validate() == []
-    demo_frames = LeRobotDataset(demos).num_frames
+    agg = DatasetReader(out / "dagger")
+    assert validate_dataset(out / "dagger") == []
+    demo_frames = DatasetReader(demos).num_frames
     assert agg.num_frames > demo_frames
     rows = list(csv.DictReader((out / "train_log.csv").open()))
     assert [r["phase"] for r in rows] == ["0", "0", "1", "2"]

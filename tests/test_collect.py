@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from rlkit.cli.collect_demonstrations import main
-from rlkit.collect import CollectConfig, CollectError, collect, load_env_config
+from rlkit.collect import CollectConfig, CollectError, collect
 from rlkit.envs import Expert, RacingConfig, RacingEnv, TrackSpec
-from rlkit.lerobot import LeRobotDataset
+from rlkit.lerobot import DatasetReader, validate_dataset
+from rlkit.lerobot.env_meta import load_env_config
 
 SMALL = {"max_steps": 120, "noise": 0.1}
 
@@ -43,8 +44,8 @@ def test_output_is_a_valid_lerobot_v3_dataset_that_replays_the_env(tmp_path):
     res = collect(
         CollectConfig(episodes=3, workers=1, output=str(out), seed=5, **SMALL), progress=False
     )
-    ds = LeRobotDataset(out)
-    assert ds.version == "v3.0" and ds.validate() == []
+    ds = DatasetReader(out)
+    assert ds.version == "v3.0" and validate_dataset(out) == []
     assert ds.num_episodes == 3 and ds.num_frames == res.frames
     cols = ds.load_columns(
         ["observation.state", "action", "next.reward", "next.done", "episode_index"]
@@ -84,8 +85,8 @@ def test_noise_perturbs_the_driving_but_not_the_recorded_labels(tmp_path):
         progress=False,
     )
     assert clean.frames == noisy.frames
-    a = LeRobotDataset(tmp_path / "a").load_columns(["observation.state", "action"])
-    b = LeRobotDataset(tmp_path / "b").load_columns(["observation.state", "action"])
+    a = DatasetReader(tmp_path / "a").load_columns(["observation.state", "action"])
+    b = DatasetReader(tmp_path / "b").load_columns(["observation.state", "action"])
     assert np.array_equal(a["observation.state"][0], b["observation.state"][0])
     assert np.array_equal(a["action"][0], b["action"][0])  # same state -> same clean label
     assert not np.array_equal(a["observation.state"][5:], b["observation.state"][5:])
@@ -98,10 +99,10 @@ def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path):
     collect(CollectConfig(episodes=1, workers=1, output=str(out), max_steps=30), progress=False)
     with pytest.raises(FileExistsError, match="--overwrite"):
         collect(CollectConfig(episodes=2, workers=1, output=str(out), max_steps=30), progress=False)
-    assert LeRobotDataset(out).num_episodes == 1
+    assert DatasetReader(out).num_episodes == 1
     cfg = CollectConfig(episodes=2, workers=1, output=str(out), max_steps=30, overwrite=True)
     collect(cfg, progress=False)
-    assert LeRobotDataset(out).num_episodes == 2
+    assert DatasetReader(out).num_episodes == 2
     assert [p.name for p in tmp_path.iterdir()] == ["demos"]  # no temporary leftovers
 
 
@@ -121,7 +122,7 @@ def test_cli_runs_end_to_end_and_prints_a_summary(tmp_path, capsys):
     text = capsys.readouterr().out
     for word in ("episodes", "frames", "episodes/s", "mean return", "lap completion", "wall time"):
         assert word in text
-    assert LeRobotDataset(out).num_episodes == 3
+    assert DatasetReader(out).num_episodes == 3
 
 
 @pytest.mark.parametrize(
@@ -187,27 +188,27 @@ def test_a_killed_worker_process_fails_the_run_instead_of_hanging(tmp_path, monk
 
 
 def test_episode_summaries_are_taken_when_the_episode_ends():
-    from rlkit.collect import run_episodes
+    from rlkit.rollout import expert_driver, rollout
 
     cfg = RacingConfig(max_episode_steps=400)
-    eps = run_episodes(list(range(8)), seed=1, noise=0.8, env_config=cfg, expert=Expert())
-    crashed = [ep for ep in eps if ep["terminated"]]
-    assert crashed, "heavy noise should make some cars leave the track"
-    for ep in crashed:
+    run = rollout(expert_driver(), cfg, 1, range(8), "demo", noise=0.8)
+    crashed = np.flatnonzero(run.terminated)
+    assert crashed.size, "heavy noise should make some cars leave the track"
+    for k in crashed:
         # The cars kept moving after their episodes ended; laps must not count that.
-        length = generate_track_length(ep)
-        progress = (ep["return"] + cfg.crash_penalty) * cfg.progress_unit
-        assert abs(ep["laps"] * length - progress) < 1e-3 * length
+        length = generate_track_length(run.episodes[k])
+        progress = (run.returns[k] + cfg.crash_penalty) * cfg.progress_unit
+        assert abs(run.laps[k] * length - progress) < 1e-3 * length
 
 
-def generate_track_length(ep):
+def generate_track_length(episode):
     from gymnasium.utils import seeding
 
     from rlkit.envs import RacingSim
     from rlkit.utils import episode_seed
 
     sim = RacingSim(1)
-    sim.reset_car(0, seeding.np_random(episode_seed(1, ep["index"], "demo"))[0])
+    sim.reset_car(0, seeding.np_random(episode_seed(1, episode, "demo"))[0])
     return sim.tracks[0].length
 
 

@@ -26,7 +26,7 @@ from rlkit.cli.collect_demonstrations import main as collect_main
 from rlkit.cli.merge_lerobot_dataset import main as merge_main
 from rlkit.cli.validate_lerobot import main as validate_main
 from rlkit.collect import CollectConfig, collect
-from rlkit.lerobot import DatasetWriter, LeRobotDataset, LeRobotFormatError, write_dataset
+from rlkit.lerobot import DatasetReader, DatasetWriter, LeRobotFormatError, write_dataset
 from rlkit.lerobot.merge import MergeConfig, merge
 from rlkit.lerobot.validate import validate_dataset
 
@@ -82,7 +82,7 @@ def test_collect_overwrite_refuses_a_folder_of_other_files_before_any_work(
     before = tree(ds)
     assert collect_main([*argv, "--output", str(ds)]) == 1
     assert "(notes.txt)" in capsys.readouterr().err
-    assert tree(ds) == before and LeRobotDataset(ds).num_episodes == 1
+    assert tree(ds) == before and DatasetReader(ds).num_episodes == 1
 
 
 def test_merge_overwrite_refuses_a_regular_file_and_a_folder_of_other_files(
@@ -109,7 +109,7 @@ def test_merge_overwrite_refuses_a_regular_file_and_a_folder_of_other_files(
     other = tiny_dataset(tmp_path / "src2", seed=1)
     cfg = MergeConfig(sources=[str(src), str(other)], output=str(out), overwrite=True)
     merge(cfg, progress=False)
-    assert LeRobotDataset(out).num_episodes == 4
+    assert DatasetReader(out).num_episodes == 4
 
 
 def test_publish_refuses_a_dataset_that_gained_other_files_while_writing(tmp_path: Path) -> None:
@@ -121,7 +121,7 @@ def test_publish_refuses_a_dataset_that_gained_other_files_while_writing(tmp_pat
     with pytest.raises(FileExistsError, match=r"\(notes\.txt\)"):
         w.close()
     assert tree(root) == sorted([*before, "notes.txt"])
-    assert LeRobotDataset(root).num_episodes == 2
+    assert DatasetReader(root).num_episodes == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # the new one was discarded
 
 
@@ -132,7 +132,7 @@ def test_a_dataset_inside_a_run_folder_is_still_overwritten(tmp_path: Path) -> N
     (run / "bc_policy.pt").write_bytes(b"weights")
     tiny_dataset(run / "dagger")
     tiny_dataset(run / "dagger", seed=1, lengths=(3, 3, 3), overwrite=True)
-    assert LeRobotDataset(run / "dagger").num_episodes == 3
+    assert DatasetReader(run / "dagger").num_episodes == 3
     assert sorted(p.name for p in run.iterdir()) == ["bc_policy.pt", "dagger"]
 
 
@@ -184,7 +184,7 @@ def test_the_next_collection_removes_what_a_killed_one_left(
         alive.wait()
     assert not leftover.exists() and busy.is_dir()
     assert f"removed {leftover}, left by a killed process" in capsys.readouterr().err
-    assert LeRobotDataset(out).num_episodes == 1
+    assert DatasetReader(out).num_episodes == 1
 
 
 def test_the_next_merge_removes_what_a_killed_one_left(tmp_path: Path) -> None:
@@ -215,7 +215,7 @@ def test_nonfinite_stats_are_reported_and_refused(
     assert f"{root}: valid" not in capsys.readouterr().out
 
     # BC reads the stats with ds.stats(): a NaN std would silently make every input NaN
-    ds = LeRobotDataset(root)
+    ds = DatasetReader(root)
     with pytest.raises(
         LeRobotFormatError,
         match=re.escape(f"{path}: stats['observation.state']['mean'] holds 1 NaN"),
@@ -233,7 +233,7 @@ def test_nonfinite_stats_are_reported_and_refused(
     where = f"{jsonl} (episode 1): stats['action']['max'] holds 1 NaN/inf/null value(s)"
     assert where in "\n".join(validate_dataset(v21))
     with pytest.raises(LeRobotFormatError, match=re.escape(where)):
-        LeRobotDataset(v21).stats()
+        DatasetReader(v21).stats()
 
 
 def put_inf(path: Path, key: str, row: int) -> None:
@@ -275,7 +275,7 @@ def test_a_damaged_data_file_is_named_by_every_reader(
     path.write_bytes(b"" if damage == "zero-byte" else raw[: len(raw) // 2])
     named = f"{path} is not a readable parquet file ("
     with pytest.raises(LeRobotFormatError, match=re.escape(named)):
-        LeRobotDataset(root).load_columns(["observation.state", "action"])  # BC, RL --demos
+        DatasetReader(root).load_columns(["observation.state", "action"])  # BC, RL --demos
     with pytest.raises(LeRobotFormatError, match=re.escape(named)):
         merge(MergeConfig(sources=[str(root)], output=str(tmp_path / "m")), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
@@ -321,7 +321,7 @@ def test_a_file_given_as_a_dataset_is_called_a_file(
     assert validate_main([str(f)]) == 1
     assert said in capsys.readouterr().out
     with pytest.raises(NotADirectoryError, match=re.escape(said)):
-        LeRobotDataset(f)
+        DatasetReader(f)
 
 
 # ----------------------------------------------------------------------------- 5. bounds

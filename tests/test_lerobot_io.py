@@ -14,15 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from rlkit.lerobot import (
+    DatasetReader,
     DatasetWriter,
-    LeRobotDataset,
     LeRobotFormatError,
     aggregate_stats,
-    compute_episode_stats,
     compute_stats,
-    open_dataset,
+    validate_dataset,
     write_dataset,
 )
+from rlkit.lerobot.stats import episode_stats_arrays
 
 FPS = 20
 STATE_DIM = 5
@@ -69,8 +69,7 @@ def bounds_of(lengths: list[int]) -> np.ndarray:
 # ----------------------------------------------------------------------------- round trip
 def test_round_trip_is_exact(written: tuple[Path, dict[str, np.ndarray]]) -> None:
     root, data = written
-    ds = open_dataset(root)
-    assert isinstance(ds, LeRobotDataset)
+    ds = DatasetReader(root)
     assert (ds.version, ds.fps, ds.num_episodes, ds.num_frames) == ("v3.0", FPS, 5, sum(LENGTHS))
     assert ds.tasks == TASKS
     cols = ds.load_columns()
@@ -93,7 +92,7 @@ def test_load_subset_and_missing_key_suggests_close_match(
     written: tuple[Path, dict[str, np.ndarray]],
 ) -> None:
     root, data = written
-    ds = LeRobotDataset(root)
+    ds = DatasetReader(root)
     cols = ds.load_columns(["action"])
     assert list(cols) == ["action"]
     with pytest.raises(LeRobotFormatError, match=r"did you mean 'observation\.state'") as err:
@@ -103,10 +102,10 @@ def test_load_subset_and_missing_key_suggests_close_match(
 
 def test_open_missing_folder_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        open_dataset(tmp_path / "nowhere")
+        DatasetReader(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="info.json"):
-        open_dataset(tmp_path / "empty")
+        DatasetReader(tmp_path / "empty")
 
 
 # ----------------------------------------------------------------------------- on-disk format
@@ -191,7 +190,7 @@ def test_episodes_tasks_and_stats_files(written: tuple[Path, dict[str, np.ndarra
     for stat, value in full.items():
         np.testing.assert_allclose(stats["action"][stat], value, rtol=1e-12)
     assert stats["episode_index"]["max"] == [4.0]
-    read = LeRobotDataset(root).stats()
+    read = DatasetReader(root).stats()
     assert read["action"]["count"].dtype == np.int64
     np.testing.assert_allclose(read["action"]["std"], full["std"])
 
@@ -202,7 +201,7 @@ def test_validate_clean_and_corrupted(tmp_path: Path) -> None:
     root = write_dataset(tmp_path / "ds", data, fps=FPS, tasks=TASKS, data_files_size_in_mb=0.004)
     n_files = len(list((root / "data").glob("*/*.parquet")))
     assert n_files >= 3
-    assert LeRobotDataset(root).validate() == []
+    assert validate_dataset(root) == []
 
     bad = tmp_path / "bad"
     shutil.copytree(root, bad)
@@ -215,7 +214,7 @@ def test_validate_clean_and_corrupted(tmp_path: Path) -> None:
     (bad / "meta/stats.json").write_text(json.dumps(stats))
     last = sorted((bad / "data").glob("*/*.parquet"))[-1]
     last.unlink()
-    problems = "\n".join(LeRobotDataset(bad).validate())
+    problems = "\n".join(validate_dataset(bad))
     assert "total_frames is 185 but the dataset has 180" in problems
     assert "do not cover episodes" in problems
     assert f"data file {last} is referenced but does not exist" in problems
@@ -233,7 +232,7 @@ def test_validate_clean_and_corrupted(tmp_path: Path) -> None:
     table = table.set_column(table.schema.get_field_index("timestamp"), "timestamp", pa.array(ts))
     table = table.set_column(table.schema.get_field_index("index"), "index", pa.array(idx))
     pq.write_table(table, first)
-    problems = "\n".join(LeRobotDataset(bad2).validate())
+    problems = "\n".join(validate_dataset(bad2))
     assert "timestamp must step by 1/fps" in problems and "first at row 4" in problems
     assert "index must equal the global row position: row 2" in problems
 
@@ -254,18 +253,18 @@ def test_compute_stats_shapes_and_dtypes() -> None:
 
 
 @pytest.mark.parametrize("quantiles", [True, False])
-def test_compute_episode_stats_matches_per_episode(quantiles: bool) -> None:
+def test_episode_stats_arrays_match_per_episode(quantiles: bool) -> None:
     x = np.random.default_rng(2).standard_normal((sum(LENGTHS), 4))
     b = bounds_of(LENGTHS)
-    per_ep = compute_episode_stats(x, b, quantiles=quantiles)
-    assert len(per_ep) == len(LENGTHS)
-    for i, got in enumerate(per_ep):
+    per_ep = episode_stats_arrays(x, b, quantiles=quantiles)
+    assert {len(v) for v in per_ep.values()} == {len(LENGTHS)}
+    for i in range(len(LENGTHS)):
         ref = compute_stats(x[b[i] : b[i + 1]], quantiles=quantiles)
-        assert set(got) == set(ref)
+        assert set(per_ep) == set(ref)
         for key in ref:
-            np.testing.assert_allclose(got[key], ref[key], rtol=1e-12, err_msg=f"{i} {key}")
+            np.testing.assert_allclose(per_ep[key][i], ref[key], rtol=1e-12, err_msg=f"{i} {key}")
     with pytest.raises(ValueError, match="strictly increasing"):
-        compute_episode_stats(x, np.array([0, 5, 5, len(x)]))
+        episode_stats_arrays(x, np.array([0, 5, 5, len(x)]))
 
 
 def test_aggregate_stats_pools_exactly_with_between_group_term() -> None:
@@ -305,8 +304,8 @@ def test_rollover_into_files_and_chunks_round_trips(tmp_path: Path) -> None:
         "data/chunk-000/file-001.parquet",
         "data/chunk-001/file-000.parquet",
     ]
-    ds = LeRobotDataset(root)
-    assert ds.validate() == []
+    ds = DatasetReader(root)
+    assert validate_dataset(root) == []
     eps = ds.episodes
     for _, ep in eps.iterrows():  # episodes never span files
         path = (
@@ -384,7 +383,7 @@ def test_reads_hand_built_v21(tmp_path: Path) -> None:
     assert pq.read_schema(root / "data/chunk-000/episode_000000.parquet").field(
         "observation.state"
     ).type == pa.list_(pa.float64())
-    ds = LeRobotDataset(root)
+    ds = DatasetReader(root)
     assert (ds.version, ds.fps, ds.num_episodes, ds.num_frames) == ("v2.1", 10, 3, 21)
     assert ds.tasks == ["stack"]
     np.testing.assert_array_equal(ds.episodes["dataset_from_index"], [0, 6, 17])
@@ -399,14 +398,14 @@ def test_reads_hand_built_v21(tmp_path: Path) -> None:
     exact = compute_stats(expected["observation.state"])
     for key in ("mean", "std", "min", "max", "count"):
         np.testing.assert_allclose(stats["observation.state"][key], exact[key], rtol=1e-10)
-    assert ds.validate() == []
+    assert validate_dataset(root) == []
 
     # v2.0 flavour: no episodes_stats.jsonl, no stats.json -> stats computed from the data
     (root / "meta/episodes_stats.jsonl").unlink()
     info = json.loads((root / "meta/info.json").read_text())
     info["codebase_version"] = "v2.0"
     (root / "meta/info.json").write_text(json.dumps(info))
-    ds = LeRobotDataset(root)
+    ds = DatasetReader(root)
     assert ds.version == "v2.0"
     np.testing.assert_allclose(ds.stats()["action"]["q50"], np.median(expected["action"], 0))
 
@@ -417,7 +416,7 @@ def test_reads_v3_tasks_stored_as_index_level_column(
     root, _ = written
     table = pa.table({"task_index": [1, 0], "__index_level_0__": [TASKS[1], TASKS[0]]})
     pq.write_table(table, root / "meta/tasks.parquet")  # no pandas metadata: plain column
-    assert LeRobotDataset(root).tasks == TASKS
+    assert DatasetReader(root).tasks == TASKS
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -428,7 +427,7 @@ def test_existing_output_refused_then_replaced_with_overwrite(tmp_path: Path) ->
     new = make_data(lengths=[4, 4], seed=9)
     new.pop("task_index")
     write_dataset(root, new, fps=FPS, overwrite=True)
-    ds = LeRobotDataset(root)
+    ds = DatasetReader(root)
     assert (ds.num_episodes, ds.tasks) == (2, ["default"])
     np.testing.assert_array_equal(ds.load_columns(["action"])["action"], new["action"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temp / old folders left
@@ -538,8 +537,6 @@ def test_a_failed_background_write_surfaces_and_leaves_nothing(tmp_path: Path) -
 
 
 def test_precomputed_episode_stats_are_used_and_checked(tmp_path: Path) -> None:
-    from rlkit.lerobot.stats import episode_stats_arrays
-
     data = make_data()
     bounds = bounds_of(LENGTHS)
     given = {"action": episode_stats_arrays(data["action"], bounds)}

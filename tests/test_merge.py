@@ -22,15 +22,16 @@ import pytest
 
 from rlkit.cli.merge_lerobot_dataset import main as merge_main
 from rlkit.lerobot import (
+    DatasetReader,
     LeRobotFormatError,
     aggregate_stats,
     compute_stats,
-    open_dataset,
+    validate_dataset,
     write_dataset,
 )
-from rlkit.lerobot.merge import MergeConfig, _extend_names, merge, summary_text
+from rlkit.lerobot.merge import MergeConfig, merge, summary_text
+from rlkit.lerobot.merge.features import _extend_names
 from rlkit.lerobot.stats import QUANTILES
-from rlkit.lerobot.validate import validate_dataset
 
 FPS = 10
 INDEX_KEYS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
@@ -338,7 +339,7 @@ def test_mixed_v21_v3_merge_reindexes_pads_and_remaps(
     assert "observation.state: [3, 5] -> 5" in summary_text(res)
     assert validate_dataset(out) == []
 
-    ds = open_dataset(out)
+    ds = DatasetReader(out)
     assert ds.tasks == ["stack", "shared", "push"]  # deduplicated, first appearance
     cols = ds.load_columns()
     n = res.frames
@@ -389,7 +390,7 @@ def test_stats_match_ground_truth_exact_and_pooled(
         cfg = MergeConfig(sources=[str(s) for s in sources], output=str(out), stats_max_mb=max_mb)
         assert merge(cfg, progress=False).exact_stats == (mode == "exact")
         results[mode] = json.loads((out / "meta/stats.json").read_text())
-    ds = open_dataset(tmp_path / "exact")
+    ds = DatasetReader(tmp_path / "exact")
     cols = ds.load_columns()
     b = np.concatenate([[0], np.cumsum(ds.episodes["length"])])
     for key, values in cols.items():
@@ -455,10 +456,10 @@ def test_rlkit_writer_sources_and_file_rollover(tmp_path: Path) -> None:
         md = pq.read_metadata(out / f)
         eps = pq.read_table(out / f, columns=["episode_index"]).column(0).to_numpy()
         assert md.num_row_groups == len(np.unique(eps))
-    ds = open_dataset(out)
-    assert ds.validate() == [] and validate_dataset(out) == []
+    ds = DatasetReader(out)
+    assert validate_dataset(out) == []
     assert ds.features["next.done"]["dtype"] == "bool"
-    src = [open_dataset(s).load_columns(["observation.state"]) for s in sources]
+    src = [DatasetReader(s).load_columns(["observation.state"]) for s in sources]
     np.testing.assert_array_equal(
         ds.load_columns(["observation.state"])["observation.state"],
         np.concatenate([c["observation.state"] for c in src]),
@@ -477,7 +478,7 @@ def test_source_with_episode_gap_is_reindexed(tmp_path: Path) -> None:
     out = tmp_path / "out"
     merge(MergeConfig(sources=[str(a)], output=str(out)), progress=False)
     assert validate_dataset(out) == []
-    cols = open_dataset(out).load_columns(["episode_index", "index", "action"])
+    cols = DatasetReader(out).load_columns(["episode_index", "index", "action"])
     np.testing.assert_array_equal(cols["episode_index"], [0, 0, 0, 1, 1, 1, 1, 1])
     np.testing.assert_array_equal(cols["index"], np.arange(8))
     keep = np.r_[0:3, 7:12]
@@ -504,7 +505,7 @@ def test_pad_to_extends_names_and_no_pad_refuses(
     info = json.loads((out / "meta/info.json").read_text())
     assert info["features"]["action"]["names"] == [["x", "y", *(f"pad_{i}" for i in range(2, 8))]]
     assert info["features"]["observation.state"]["shape"] == [8]
-    cols = open_dataset(out).load_columns(["action"])
+    cols = DatasetReader(out).load_columns(["action"])
     np.testing.assert_array_equal(
         cols["action"], padded(np.concatenate([t["cols"]["action"] for t in truth]), 8)
     )
@@ -591,14 +592,14 @@ def test_failure_while_writing_leaves_nothing_and_keeps_old_output(tmp_path: Pat
             MergeConfig(sources=[str(a), str(b)], output=str(out), overwrite=True), progress=False
         )
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
-    assert open_dataset(out).num_episodes == 2 and no_leftovers(tmp_path) == []
+    assert DatasetReader(out).num_episodes == 2 and no_leftovers(tmp_path) == []
     # overwrite replaces the old output when the sources are fine
     build(tmp_path / "c", "v3.0", Spec(lengths=[2, 2]))
     res = merge(
         MergeConfig(sources=[str(a), str(tmp_path / "c")], output=str(out), overwrite=True),
         progress=False,
     )
-    assert open_dataset(out).num_episodes == res.episodes == 4 and no_leftovers(tmp_path) == []
+    assert DatasetReader(out).num_episodes == res.episodes == 4 and no_leftovers(tmp_path) == []
 
 
 # ----------------------------------------------------------------------------- images + videos
@@ -675,7 +676,7 @@ def test_videos_carried_byte_equal_linked_or_copied(tmp_path: Path) -> None:
     res = merge(MergeConfig(sources=[str(a), str(b)], output=str(out)), progress=False)
     assert (res.videos_linked, res.videos_copied) == (5, 0)  # 3 episode files + 2 v3 files
     assert validate_dataset(out) == []
-    eps = open_dataset(out).episodes
+    eps = DatasetReader(out).episodes
     src_a = [a / f"videos/chunk-000/{VIDEO_KEY}/episode_{e:06d}.mp4" for e in range(3)]
     src_b = [b / f"videos/{VIDEO_KEY}/chunk-000/file-{f:03d}.mp4" for f in (0, 0, 1, 1)]
     src_ts = pd.read_parquet(b / "meta/episodes/chunk-000/file-000.parquet")
@@ -748,7 +749,7 @@ def test_missing_videos_listed_or_episodes_dropped(
     assert res.dropped == [(str(a), 1), (str(a), 3), (str(b), 2), (str(b), 3)]
     assert "dropping 4 episode(s)" in caplog.text
     assert res.episodes == 4 and validate_dataset(out) == []
-    ds = open_dataset(out)
+    ds = DatasetReader(out)
     np.testing.assert_array_equal(ds.episodes["length"], [4, 5, 5, 3])
     # merged episode 1 is source a's episode 2, with its own video (never a substitute)
     row = ds.episodes.iloc[1]
@@ -788,7 +789,7 @@ def test_v21_output_and_round_trip_back_to_v3(
     assert [x["episode_index"] for x in lines] == list(range(7))
     assert set(lines[0]["stats"]["observation.state"]) == {"min", "max", "mean", "std", "count"}
     assert lines[3]["stats"]["index"]["min"] == [19.0]  # new global index of episode 3
-    ds21 = open_dataset(v21)
+    ds21 = DatasetReader(v21)
     assert ds21.version == "v2.1" and validate_dataset(v21) == []
     typ = pq.read_schema(v21 / "data/chunk-000/episode_000000.parquet").field("action").type
     assert pa.types.is_fixed_size_list(typ) and typ.value_type == pa.float32()
@@ -796,10 +797,10 @@ def test_v21_output_and_round_trip_back_to_v3(
     merge(MergeConfig(sources=srcs, output=str(v3)), progress=False)
     back = tmp_path / "back"
     merge(MergeConfig(sources=[str(v21)], output=str(back)), progress=False)
-    a, b = open_dataset(v3).load_columns(), open_dataset(back).load_columns()
+    a, b = DatasetReader(v3).load_columns(), DatasetReader(back).load_columns()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    assert open_dataset(back).tasks == open_dataset(v3).tasks
+    assert DatasetReader(back).tasks == DatasetReader(v3).tasks
     assert json.loads((back / "meta/stats.json").read_text()) == json.loads(
         (v3 / "meta/stats.json").read_text()
     )

@@ -11,10 +11,11 @@ from gymnasium import spaces
 from stable_baselines3 import PPO, SAC, TD3
 
 from rlkit.bc import BCConfig, train_bc
-from rlkit.collect import CollectConfig, collect, load_env_config
+from rlkit.collect import CollectConfig, collect
 from rlkit.envs import RacingEnv
 from rlkit.envs.racing import make_observation_space
-from rlkit.lerobot import LeRobotDataset
+from rlkit.lerobot import DatasetReader
+from rlkit.lerobot.env_meta import load_env_config
 from rlkit.policy import (
     BCPolicy,
     build_policy_kwargs,
@@ -35,7 +36,7 @@ def bc_run(tmp_path_factory):
     out = root / "bc"
     cfg = BCConfig(data=str(demos), output=str(out), epochs=2, hidden=[32, 32], eval_episodes=0)
     train_bc(cfg, progress=False)
-    obs = LeRobotDataset(demos).load_columns(["observation.state"])["observation.state"][::5]
+    obs = DatasetReader(demos).load_columns(["observation.state"])["observation.state"][::5]
     return demos, out, np.ascontiguousarray(obs, dtype=np.float32)
 
 

@@ -295,13 +295,13 @@ def test_demo_prefill_fills_the_replay_buffer_with_consistent_transitions(bc_run
     from stable_baselines3 import SAC
 
     from rlkit.envs import RacingVecEnv
-    from rlkit.lerobot import LeRobotDataset
-    from rlkit.rl import _prefill_demos
+    from rlkit.lerobot import DatasetReader
+    from rlkit.rl import prefill_demos
 
     demos, _ = bc_run
     model = SAC("MlpPolicy", RacingVecEnv(4, max_episode_steps=100), buffer_size=1000, device="cpu")
-    n = _prefill_demos(model, str(demos), model.get_env().config)
-    cols = LeRobotDataset(demos).load_columns(["observation.state", "action", "episode_index"])
+    n = prefill_demos(model, str(demos), model.get_env().config)
+    cols = DatasetReader(demos).load_columns(["observation.state", "action", "episode_index"])
     # 4 episodes of 100 steps, all cut by the time limit: their last frames are dropped.
     assert n == 4 * 99 - (4 * 99) % 4 and model.replay_buffer.pos == n // 4
     buf = model.replay_buffer
@@ -309,6 +309,16 @@ def test_demo_prefill_fills_the_replay_buffer_with_consistent_transitions(bc_run
     np.testing.assert_array_equal(buf.next_observations[0, 1], cols["observation.state"][2])
     np.testing.assert_array_equal(buf.actions[0, 1], cols["action"][1])
     assert buf.dones[: buf.pos].sum() == 0  # no crash in the demos, no fake terminals
+
+
+def test_demo_features_are_named_like_in_bc(bc_run, tmp_path, capsys):
+    demos, _ = bc_run
+    argv = ["--algo", "sac", "--demos", str(demos), "--output", str(tmp_path / "o"),
+            "--envs", "2", "--timesteps", "64", "--max-episode-steps", "100"]  # fmt: skip
+    assert main([*argv, "--obs-key", "state"]) == 1
+    assert "feature 'state' is not in" in capsys.readouterr().err
+    assert main([*argv, "--action-key", "next.reward", "--overwrite"]) == 1
+    assert "do not match the env" in capsys.readouterr().err
 
 
 def test_tensorboard_curve_continues_across_resume(bc_run, tmp_path):
@@ -345,7 +355,7 @@ def test_bc_loss_keeps_the_actor_near_the_demonstrations(bc_run, algo):
     actor stays closer to the demonstrated actions than the same run without it."""
     from rlkit.envs import RacingVecEnv
     from rlkit.policy import build_policy_kwargs, load_bc_into
-    from rlkit.rl import ALGOS, BCRegulariser, _load_demos
+    from rlkit.rl import ALGOS, BCRegulariser, load_demos
 
     demos, bc = bc_run
     meta = json.loads((bc / "bc_export.json").read_text())
@@ -363,11 +373,11 @@ def test_bc_loss_keeps_the_actor_near_the_demonstrations(bc_run, algo):
             device="cpu",
         )
         load_bc_into(model, str(bc))
-        cols = _load_demos(str(demos), model, [])
-        reg = BCRegulariser(cols["observation.state"], cols["action"], weight, seed=0)
+        cols = load_demos(str(demos), model)
+        reg = BCRegulariser(cols["obs"], cols["action"], weight, seed=0)
         model.learn(200, callback=reg)
         assert not model.actor.optimizer._optimizer_step_pre_hooks  # removed after learn
-        pred, _ = model.predict(cols["observation.state"], deterministic=True)
+        pred, _ = model.predict(cols["obs"], deterministic=True)
         return float(np.mean((pred - cols["action"]) ** 2)), reg
 
     free, _ = demo_error(0.0)

@@ -6,7 +6,7 @@ import sys
 
 from rlkit.cli import run_tool
 from rlkit.config import cli_main
-from rlkit.evaluate import format_eval_table
+from rlkit.report import format_eval_table
 from rlkit.rl import RLConfig, eval_only, summary_text, train_rl
 from rlkit.tools import TOOLS
 

@@ -203,11 +203,15 @@ def command_line(argv: list[str] | None = None) -> str:
         argv: Arguments without the program name (default: ``sys.argv[1:]``).
 
     Returns:
-        ``python <script> <args>`` for a ``.py`` script, ``<program> <args>`` otherwise
-        (console scripts); never the interpreter's absolute path.
+        ``python <script> <args>`` for a ``.py`` script, ``python -m rlkit.cli.<tool>`` for
+        a tool run as a module (how the pipeline starts its stages), ``<program> <args>``
+        otherwise (console scripts); never the interpreter's absolute path.
     """
     args = sys.argv[1:] if argv is None else list(argv)
     program = sys.argv[0] if sys.argv and sys.argv[0] else "python"
+    path = Path(program)
+    if path.suffix == ".py" and path.parent.name == "cli" and path.parent.parent.name == "rlkit":
+        return shlex.join(["python", "-m", f"rlkit.cli.{path.stem}", *args])
     line = shlex.join([program, *args])
     return f"python {line}" if program.endswith(".py") else line
 

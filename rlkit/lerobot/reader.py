@@ -1,27 +1,12 @@
 """Read LeRobot datasets (codebase v2.0, v2.1 and v3.0) from a local folder.
 
 Only metadata is read when a dataset is opened; frames are read column-wise on demand with
-pyarrow and returned as numpy arrays. Layouts understood::
-
-    v3.0                                          v2.0 / v2.1
-    root/                                         root/
-    ├── meta/                                     ├── meta/
-    │   ├── info.json                             │   ├── info.json
-    │   ├── stats.json                            │   ├── episodes.jsonl
-    │   ├── tasks.parquet      (task -> index)    │   ├── tasks.jsonl
-    │   └── episodes/                             │   ├── episodes_stats.jsonl  (v2.1)
-    │       └── chunk-000/                        │   └── stats.json            (v2.0, some v2.1)
-    │           └── file-000.parquet              ├── data/
-    ├── data/                                     │   └── chunk-000/
-    │   └── chunk-000/                            │       ├── episode_000000.parquet
-    │       ├── file-000.parquet (many episodes)  │       └── episode_000001.parquet
-    │       └── file-001.parquet                  └── videos/chunk-000/{video_key}/
-    └── videos/{video_key}/chunk-000/                 └── episode_000000.mp4
-        └── file-000.mp4
+pyarrow and returned as numpy arrays. The layouts are drawn in :mod:`rlkit.lerobot.layout`.
 
 In v3.0 an episode is the global row range ``[dataset_from_index, dataset_to_index)`` of the
 concatenated data files (sorted by chunk, then file); in v2.x it is one parquet file and the
-range is derived from cumulative episode lengths.
+range is derived from cumulative episode lengths. :func:`rlkit.lerobot.validate.validate_dataset`
+checks a dataset against the invariants lerobot's loader assumes.
 """
 
 from __future__ import annotations
@@ -31,7 +16,7 @@ import difflib
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -41,35 +26,23 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rlkit.lerobot.layout import (
+    EPISODES_DIR,
+    EPISODES_PATH,
+    INFO_PATH,
+    LEGACY_EPISODES_PATH,
+    LEGACY_EPISODES_STATS_PATH,
+    LEGACY_TASKS_PATH,
+    NON_TABULAR_DTYPES,
+    STATS_PATH,
+    SUPPORTED_VERSIONS,
+    TASKS_PATH,
+    Layout,
+    LeRobotFormatError,
+)
 from rlkit.lerobot.stats import aggregate_stats, compute_stats
 
 logger = logging.getLogger(__name__)
-
-INFO_PATH = "meta/info.json"
-STATS_PATH = "meta/stats.json"
-TASKS_PATH = "meta/tasks.parquet"
-EPISODES_DIR = "meta/episodes"
-EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-LEGACY_EPISODES_PATH = "meta/episodes.jsonl"
-LEGACY_TASKS_PATH = "meta/tasks.jsonl"
-LEGACY_EPISODES_STATS_PATH = "meta/episodes_stats.jsonl"
-LEGACY_DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
-LEGACY_VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
-VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
-
-SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
-INDEX_FEATURES = ("timestamp", "frame_index", "episode_index", "index", "task_index")
-NON_TABULAR_DTYPES = ("image", "video")
-TIMESTAMP_TOL_S = 1e-4  # lerobot's default tolerance_s for timestamp checks
-_MAX_REPORTED = 5  # validate(): problems of one kind listed before summarising the rest
-
-
-class LeRobotFormatError(ValueError):
-    """A LeRobot dataset (or data meant to become one) breaks the format.
-
-    The message names the file or key, the offending value and how to fix it.
-    """
 
 
 @contextlib.contextmanager
@@ -101,7 +74,7 @@ def nonfinite_rows(values: np.ndarray) -> np.ndarray:
     return np.flatnonzero(~finite)
 
 
-def _stat_array(value: Any, where: str, feat: str, name: str) -> np.ndarray:
+def stat_array(value: Any, where: str, feat: str, name: str) -> np.ndarray:
     """One stat of a stats file as float64; raises naming the file, feature and stat when it
     is not numeric or holds NaN/inf (``null`` in JSON reads as NaN)."""
     try:
@@ -119,7 +92,7 @@ def _stat_array(value: Any, where: str, feat: str, name: str) -> np.ndarray:
     return arr
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -127,7 +100,7 @@ def _read_json(path: Path) -> Any:
         raise LeRobotFormatError(f"{path} is not valid JSON ({e}); re-export the dataset") from e
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
     rows = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -156,7 +129,7 @@ def _normalise_version(raw: Any, path: Path) -> str:
     return version
 
 
-def _column_to_numpy(column: pa.ChunkedArray | pa.Array, key: str, source: Path) -> np.ndarray:
+def column_to_numpy(column: pa.ChunkedArray | pa.Array, key: str, source: Path) -> np.ndarray:
     """Convert one parquet column to numpy: lists -> ``(N, D)`` via flatten + reshape."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
@@ -182,13 +155,13 @@ def _column_to_numpy(column: pa.ChunkedArray | pa.Array, key: str, source: Path)
         flat = column.flatten()  # respects slicing/offsets, no per-row Python
         values = flat.to_numpy(zero_copy_only=False)
         if pa.types.is_list(flat.type) or pa.types.is_fixed_size_list(flat.type):
-            inner = _column_to_numpy(flat, key, source)
+            inner = column_to_numpy(flat, key, source)
             return inner.reshape(n, width, *inner.shape[1:])
         return values.reshape(n, width)
     return column.to_numpy(zero_copy_only=False)
 
 
-class LeRobotDataset:
+class DatasetReader:
     """A LeRobot dataset on local disk (v2.0, v2.1 or v3.0), opened lazily.
 
     Attributes:
@@ -200,6 +173,9 @@ class LeRobotDataset:
         num_episodes: Number of episodes in the episode metadata.
         num_frames: Sum of episode lengths in the episode metadata.
         tasks: Task strings ordered by ``task_index``.
+        task_indices: The ``task_index`` of each row of the tasks table, in the order
+            :attr:`tasks` lists them (0..T-1 in a valid dataset).
+        layout: Where the data and video files are (:class:`~rlkit.lerobot.layout.Layout`).
         episodes: One row per episode with at least ``episode_index, length, tasks,
             dataset_from_index, dataset_to_index`` (v3.0 also the ``data/*`` and ``videos/*``
             columns; per-episode ``stats/*`` columns are not loaded).
@@ -229,26 +205,27 @@ class LeRobotDataset:
                 f"{info_path} not found; {self.root} is not a LeRobot dataset "
                 "(expected meta/info.json)"
             )
-        self.info: dict[str, Any] = _read_json(info_path)
+        self.info: dict[str, Any] = read_json(info_path)
         for key in ("codebase_version", "fps", "features"):
             if key not in self.info:
                 raise LeRobotFormatError(f"{info_path} lacks required key {key!r}; add it")
         self.version = _normalise_version(self.info["codebase_version"], info_path)
         self.fps = int(self.info["fps"])
         self.features: dict[str, dict[str, Any]] = self.info["features"]
-        self._task_indices: np.ndarray
+        self.layout = Layout.of(self.info, self.version)
+        self.task_indices: np.ndarray
         if self.version == "v3.0":
-            self.tasks, self._task_indices = self._load_tasks_v3()
+            self.tasks, self.task_indices = self._load_tasks_v3()
             self.episodes = self._load_episodes_v3()
         else:
-            self.tasks, self._task_indices = self._load_tasks_v2()
+            self.tasks, self.task_indices = self._load_tasks_v2()
             self.episodes = self._load_episodes_v2()
         self.num_episodes = len(self.episodes)
         self.num_frames = int(self.episodes["length"].sum()) if self.num_episodes else 0
 
     def __repr__(self) -> str:
         return (
-            f"LeRobotDataset(root={str(self.root)!r}, version={self.version!r}, "
+            f"DatasetReader(root={str(self.root)!r}, version={self.version!r}, "
             f"episodes={self.num_episodes}, frames={self.num_frames}, fps={self.fps})"
         )
 
@@ -279,7 +256,7 @@ class LeRobotDataset:
 
     def _load_tasks_v2(self) -> tuple[list[str], np.ndarray]:
         path = self._require(LEGACY_TASKS_PATH)
-        rows = sorted(_read_jsonl(path), key=lambda r: int(r["task_index"]))
+        rows = sorted(read_jsonl(path), key=lambda r: int(r["task_index"]))
         for r in rows:
             if "task" not in r or "task_index" not in r:
                 raise LeRobotFormatError(
@@ -289,19 +266,27 @@ class LeRobotDataset:
             [int(r["task_index"]) for r in rows], dtype=np.int64
         )
 
+    def episode_files(self) -> list[Path]:
+        """v3.0: the episode metadata parquet files, in episode order."""
+        return sorted((self.root / EPISODES_DIR).glob("chunk-*/file-*.parquet"))
+
+    def _episode_tables(self, keep: Callable[[str], bool]) -> list[pa.Table]:
+        """v3.0: the columns ``keep`` accepts of each episode metadata file."""
+        tables = []
+        for f in self.episode_files():
+            with parquet_errors(f):
+                cols = [c for c in pq.read_schema(f).names if keep(c)]
+                tables.append(pq.read_table(f, columns=cols))
+        return tables
+
     def _load_episodes_v3(self) -> pd.DataFrame:
-        files = sorted((self.root / EPISODES_DIR).glob("chunk-*/file-*.parquet"))
+        files = self.episode_files()
         if not files:
             raise FileNotFoundError(
                 f"no episode metadata under {self.root / EPISODES_DIR}; a v3.0 dataset needs "
                 f"{EPISODES_PATH.format(chunk_index=0, file_index=0)}"
             )
-        tables = []
-        for f in files:
-            with parquet_errors(f):
-                names = pq.read_schema(f).names
-                keep = [c for c in names if not c.startswith("stats/")]
-                tables.append(pq.read_table(f, columns=keep))
+        tables = self._episode_tables(lambda c: not c.startswith("stats/"))
         table = pa.concat_tables(tables, promote_options="permissive")
         df = table.to_pandas()
         for col in ("episode_index", "length", "dataset_from_index", "dataset_to_index"):
@@ -314,7 +299,7 @@ class LeRobotDataset:
 
     def _load_episodes_v2(self) -> pd.DataFrame:
         path = self._require(LEGACY_EPISODES_PATH)
-        rows = _read_jsonl(path)
+        rows = read_jsonl(path)
         for r in rows:
             if "episode_index" not in r or "length" not in r:
                 raise LeRobotFormatError(
@@ -334,35 +319,109 @@ class LeRobotDataset:
         return df
 
     # ------------------------------------------------------------------ data files
+    def _locations(self, prefix: str) -> list[tuple[int, int]] | None:
+        """v3.0: the ``(chunk, file)`` of each episode from its ``{prefix}/chunk_index`` and
+        ``{prefix}/file_index`` columns; None when the episode metadata lacks them."""
+        cols = [f"{prefix}/chunk_index", f"{prefix}/file_index"]
+        if not set(cols) <= set(self.episodes.columns):
+            return None
+        eps = self.episodes
+        return list(zip(eps[cols[0]].astype(int), eps[cols[1]].astype(int), strict=True))
+
     def data_files(self) -> list[Path]:
         """Data parquet files in the order their frames are concatenated.
 
         Returns:
             v3.0: the distinct files referenced by the episodes, sorted by (chunk, file);
-            v2.x: one file per episode, by episode index. Files may not exist (see validate).
+            v2.x: one file per episode, by episode index. Files may not exist (see
+            :func:`~rlkit.lerobot.validate.validate_dataset`).
         """
-        pattern = str(self.info.get("data_path") or "")
-        if self.version == "v3.0":
-            eps = self.episodes
-            if {"data/chunk_index", "data/file_index"} <= set(eps.columns):
-                pairs = sorted(
-                    set(
-                        zip(
-                            eps["data/chunk_index"].astype(int),
-                            eps["data/file_index"].astype(int),
-                            strict=True,
-                        )
-                    )
-                )
-                pattern = pattern or DATA_PATH
-                return [self.root / pattern.format(chunk_index=c, file_index=f) for c, f in pairs]
+        if self.version != "v3.0":
+            eps = self.episodes["episode_index"].astype(int)
+            return [self.root / self.layout.data_file(ep) for ep in eps]
+        locs = self._locations("data")
+        if locs is None:
             return sorted((self.root / "data").glob("chunk-*/file-*.parquet"))
-        pattern = pattern or LEGACY_DATA_PATH
-        chunks_size = int(self.info.get("chunks_size", 1000))
-        return [
-            self.root / pattern.format(episode_chunk=ep // chunks_size, episode_index=ep)
-            for ep in self.episodes["episode_index"].astype(int)
-        ]
+        return [self.root / self.layout.data_file(loc) for loc in sorted(set(locs))]
+
+    def video_files(self, key: str) -> list[Path]:
+        """The file of video feature ``key`` for each episode (rows of :attr:`episodes`); v3.0
+        episodes share files. Files may not exist.
+
+        Raises:
+            LeRobotFormatError: If ``info.json`` has no ``video_path`` or (v3.0) the episode
+                metadata lacks ``videos/{key}/chunk_index`` / ``file_index``.
+        """
+        if self.version == "v3.0":
+            locs: list[Any] | None = self._locations(f"videos/{key}")
+            if locs is None:
+                raise LeRobotFormatError(
+                    f"{self.root}: episode metadata lacks the columns videos/{key}/chunk_index "
+                    "and file_index; the dataset's video index is incomplete"
+                )
+        else:
+            locs = self.episodes["episode_index"].astype(int).tolist()
+        paths = {loc: self.root / self.layout.video_file(loc, key) for loc in set(locs)}
+        return [paths[loc] for loc in locs]
+
+    def episode_stats(
+        self, keys: list[str], names: tuple[str, ...] | None = None
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """Per-episode stats stored in the metadata: v3.0 the ``stats/{key}/{stat}`` columns
+        of the episodes parquet, v2.1 ``meta/episodes_stats.jsonl`` (v2.0 has none).
+
+        Args:
+            keys: Features to read.
+            names: Stats to read (default: every one found).
+
+        Returns:
+            Feature -> stat -> float64 array with one row per episode (rows of
+            :attr:`episodes`), stats in name order. A stat is returned only when every
+            episode has it, a feature only when it has a stat.
+
+        Raises:
+            LeRobotFormatError: If a metadata file is damaged or a value is null.
+        """
+        if self.version == "v3.0":
+            return self._episode_stats_v3(keys, names)
+        path = self.root / LEGACY_EPISODES_STATS_PATH
+        if not path.is_file() or not self.num_episodes:
+            return {}
+        by_ep = {int(r["episode_index"]): r.get("stats", {}) for r in read_jsonl(path)}
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for key in keys:
+            rows = [by_ep.get(int(e), {}).get(key) for e in self.episodes["episode_index"]]
+            if any(not isinstance(r, dict) for r in rows):
+                continue
+            common = sorted(set.intersection(*(set(r) for r in rows)))
+            for stat in common if names is None else [s for s in common if s in names]:
+                try:
+                    values = np.array([r[stat] for r in rows], dtype=np.float64)
+                except (TypeError, ValueError) as e:
+                    raise LeRobotFormatError(
+                        f"{path}: stats[{key!r}][{stat!r}] is not a numeric array of one shape "
+                        f"in every episode ({e}); recompute the stats"
+                    ) from e
+                out.setdefault(key, {})[stat] = values
+        return out
+
+    def _episode_stats_v3(
+        self, keys: list[str], names: tuple[str, ...] | None
+    ) -> dict[str, dict[str, np.ndarray]]:
+        def wanted(col: str) -> bool:
+            if not col.startswith("stats/") or "/" not in col[len("stats/") :]:
+                return False
+            key, stat = col[len("stats/") :].rsplit("/", 1)
+            return key in keys and (names is None or stat in names)
+
+        tables = self._episode_tables(wanted)
+        common = set.intersection(*(set(t.column_names) for t in tables)) if tables else set()
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for col in sorted(common):
+            key, stat = col[len("stats/") :].rsplit("/", 1)
+            parts = [column_to_numpy(t.column(col), col, self.root) for t in tables]
+            out.setdefault(key, {})[stat] = np.concatenate(parts).astype(np.float64)
+        return out
 
     def _check_keys(self, keys: list[str] | None) -> list[str]:
         tabular = [
@@ -399,7 +458,7 @@ class LeRobotDataset:
                     "remove them from info.json or re-export the data"
                 )
             table = pf.read(columns=keys)
-        return {k: _column_to_numpy(table.column(k), k, path) for k in keys}
+        return {k: column_to_numpy(table.column(k), k, path) for k in keys}
 
     def _shape_output(self, key: str, arr: np.ndarray) -> np.ndarray:
         ft = self.features.get(key, {})
@@ -473,7 +532,7 @@ class LeRobotDataset:
         wanted = None if keys is None else set(keys)
         path = self.root / STATS_PATH
         if path.is_file():
-            raw = _read_json(path)
+            raw = read_json(path)
             if not isinstance(raw, dict):
                 raise LeRobotFormatError(
                     f"{path} must hold {{feature: {{stat: values}}}}, got a "
@@ -489,7 +548,7 @@ class LeRobotDataset:
                         f"{type(stats).__name__}; recompute the stats"
                     )
                 out[feat] = {
-                    name: _stat_array(v, str(path), feat, name) for name, v in stats.items()
+                    name: stat_array(v, str(path), feat, name) for name, v in stats.items()
                 }
                 if "count" in out[feat]:
                     out[feat]["count"] = out[feat]["count"].astype(np.int64)
@@ -497,13 +556,13 @@ class LeRobotDataset:
         ep_path = self.root / LEGACY_EPISODES_STATS_PATH
         if ep_path.is_file():
             per_feature: dict[str, list[dict[str, np.ndarray]]] = {}
-            for row in _read_jsonl(ep_path):
+            for row in read_jsonl(ep_path):
                 where = f"{ep_path} (episode {row.get('episode_index')})"
                 for feat, stats in row.get("stats", {}).items():
                     if wanted is not None and feat not in wanted:
                         continue
                     per_feature.setdefault(feat, []).append(
-                        {name: _stat_array(v, where, feat, name) for name, v in stats.items()}
+                        {name: stat_array(v, where, feat, name) for name, v in stats.items()}
                     )
             return {feat: aggregate_stats(groups) for feat, groups in per_feature.items()}
         logger.info("%s has no stats file; computing stats from the data", self.root)
@@ -524,331 +583,3 @@ class LeRobotDataset:
                     "clean or drop those frames"
                 )
         return {k: compute_stats(v) for k, v in columns.items()}
-
-    # ------------------------------------------------------------------ validation
-    def validate(self) -> list[str]:
-        """Check the invariants lerobot's loader assumes.
-
-        Checks: episode indices 0..E-1; ``index`` equals the global row position; ``task_index``
-        values exist in the tasks table (whose order is 0..T-1); ``frame_index`` counts from 0
-        and ``timestamp`` steps by ``1/fps`` (tolerance 1e-4 s) within each episode;
-        ``info.json`` totals and ``splits``; referenced data/video files exist; stats shapes
-        (``count`` (1,), images (3,1,1), others the feature shape); v3.0 ``length`` /
-        ``dataset_from_index`` / ``dataset_to_index`` agree with the rows of each data file and
-        video ``to_timestamp - from_timestamp`` is ``length / fps`` (video durations are not
-        probed).
-
-        Returns:
-            Human-readable problems; empty when the dataset is valid.
-        """
-        problems: list[str] = []
-        info_path = self.root / INFO_PATH
-        eps = self.episodes
-        n_eps = len(eps)
-        ep_idx = eps["episode_index"].to_numpy().astype(np.int64)
-        lengths = eps["length"].to_numpy().astype(np.int64)
-        from_idx = eps["dataset_from_index"].to_numpy().astype(np.int64)
-        to_idx = eps["dataset_to_index"].to_numpy().astype(np.int64)
-
-        # --- episode indices and lengths
-        if not np.array_equal(ep_idx, np.arange(n_eps)):
-            bad = int(np.flatnonzero(ep_idx != np.arange(n_eps))[0])
-            problems.append(
-                f"episode indices must be 0..{n_eps - 1} without gaps (row i has episode_index i);"
-                f" row {bad} has episode_index {ep_idx[bad]}"
-            )
-        if np.any(lengths <= 0):
-            problems.append(f"episodes {ep_idx[lengths <= 0][:_MAX_REPORTED].tolist()} are empty")
-        if self.version == "v3.0":
-            if not np.array_equal(to_idx - from_idx, lengths):
-                bad = np.flatnonzero(to_idx - from_idx != lengths)
-                problems.append(
-                    f"{len(bad)} episodes have dataset_to_index - dataset_from_index != length, "
-                    f"e.g. episode {ep_idx[bad[0]]}: {from_idx[bad[0]]}..{to_idx[bad[0]]} vs "
-                    f"length {lengths[bad[0]]}"
-                )
-            expected_from = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-            if not np.array_equal(from_idx, expected_from):
-                bad = int(np.flatnonzero(from_idx != expected_from)[0])
-                problems.append(
-                    f"dataset_from_index must be the cumulative sum of lengths; episode "
-                    f"{ep_idx[bad]} starts at {from_idx[bad]}, expected {expected_from[bad]}"
-                )
-
-        # --- tasks
-        if not np.array_equal(self._task_indices, np.arange(len(self.tasks))):
-            problems.append(
-                f"tasks must be ordered by task_index 0..{len(self.tasks) - 1}, got task_index "
-                f"values {self._task_indices[:10].tolist()}"
-            )
-        known_tasks = set(self.tasks)
-        unknown = sorted({t for ts in eps["tasks"] for t in ts} - known_tasks)
-        if unknown:
-            problems.append(f"episodes reference tasks missing from the tasks table: {unknown[:5]}")
-
-        # --- info.json totals and splits
-        for key, actual in (
-            ("total_episodes", n_eps),
-            ("total_frames", int(lengths.sum())),
-            ("total_tasks", len(self.tasks)),
-        ):
-            if key not in self.info:
-                problems.append(f"{info_path} lacks {key!r} (should be {actual})")
-            elif int(self.info[key]) != actual:
-                problems.append(
-                    f"{info_path}: {key} is {self.info[key]} but the dataset has {actual}"
-                )
-        problems.extend(self._validate_splits(n_eps))
-
-        # --- files
-        files = self.data_files()
-        missing = [f for f in files if not f.is_file()]
-        for f in missing[:_MAX_REPORTED]:
-            problems.append(f"data file {f} is referenced but does not exist")
-        if len(missing) > _MAX_REPORTED:
-            problems.append(f"... and {len(missing) - _MAX_REPORTED} more missing data files")
-        problems.extend(self._validate_videos())
-
-        # --- frame-level checks (only when all data is present, positions are otherwise unknown)
-        if not missing and n_eps:
-            problems.extend(self._validate_frames(files, ep_idx, lengths, from_idx, to_idx))
-
-        problems.extend(self._validate_stats())
-        return problems
-
-    def _validate_splits(self, n_eps: int) -> list[str]:
-        splits = self.info.get("splits")
-        if not isinstance(splits, dict) or not splits:
-            return [f"{self.root / INFO_PATH}: 'splits' missing; expected {{'train': '0:{n_eps}'}}"]
-        covered = np.zeros(n_eps, dtype=bool)
-        for name, spec in splits.items():
-            m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(spec))
-            if not m:
-                return [
-                    f"{self.root / INFO_PATH}: split {name!r} must look like 'a:b', got {spec!r}"
-                ]
-            covered[int(m.group(1)) : int(m.group(2))] = True
-        if not covered.all():
-            return [
-                f"{self.root / INFO_PATH}: splits {splits} do not cover episodes "
-                f"{np.flatnonzero(~covered)[:5].tolist()}...; expected {{'train': '0:{n_eps}'}}"
-            ]
-        return []
-
-    def _video_keys(self) -> list[str]:
-        return [k for k, ft in self.features.items() if ft.get("dtype") == "video"]
-
-    def _validate_videos(self) -> list[str]:
-        problems: list[str] = []
-        keys = self._video_keys()
-        if not keys:
-            return problems
-        pattern = self.info.get("video_path")
-        if not pattern:
-            return [f"{self.root / INFO_PATH}: video features {keys} but video_path is null"]
-        eps = self.episodes
-        missing: list[str] = []
-        for key in keys:
-            if self.version == "v3.0":
-                cols = [f"videos/{key}/chunk_index", f"videos/{key}/file_index"]
-                if not set(cols) <= set(eps.columns):
-                    problems.append(f"episode metadata lacks columns {cols} for video {key!r}")
-                    continue
-                pairs = sorted(
-                    set(zip(eps[cols[0]].astype(int), eps[cols[1]].astype(int), strict=True))
-                )
-                paths = [
-                    self.root / pattern.format(video_key=key, chunk_index=c, file_index=f)
-                    for c, f in pairs
-                ]
-                ts_cols = [f"videos/{key}/from_timestamp", f"videos/{key}/to_timestamp"]
-                if set(ts_cols) <= set(eps.columns):
-                    dur = eps[ts_cols[1]].to_numpy(float) - eps[ts_cols[0]].to_numpy(float)
-                    expected = eps["length"].to_numpy(float) / self.fps
-                    bad = np.flatnonzero(np.abs(dur - expected) > 0.5 / self.fps)
-                    if len(bad):
-                        i = int(bad[0])
-                        problems.append(
-                            f"video {key!r}: {len(bad)} episodes have to_timestamp - "
-                            f"from_timestamp != length/fps, e.g. episode "
-                            f"{eps['episode_index'].iloc[i]}: {dur[i]:.4f}s vs {expected[i]:.4f}s"
-                        )
-            else:
-                chunks_size = int(self.info.get("chunks_size", 1000))
-                paths = [
-                    self.root
-                    / pattern.format(
-                        episode_chunk=ep // chunks_size, video_key=key, episode_index=ep
-                    )
-                    for ep in eps["episode_index"].astype(int)
-                ]
-            missing.extend(str(p) for p in paths if not p.is_file())
-        for p in missing[:_MAX_REPORTED]:
-            problems.append(f"video file {p} is referenced but does not exist")
-        if len(missing) > _MAX_REPORTED:
-            problems.append(f"... and {len(missing) - _MAX_REPORTED} more missing video files")
-        return problems
-
-    def _validate_frames(
-        self,
-        files: list[Path],
-        ep_idx: np.ndarray,
-        lengths: np.ndarray,
-        from_idx: np.ndarray,
-        to_idx: np.ndarray,
-    ) -> list[str]:
-        problems: list[str] = []
-        rows: list[int] = []
-        for f in files:
-            try:
-                with parquet_errors(f):
-                    rows.append(pq.read_metadata(f).num_rows)
-            except LeRobotFormatError as e:
-                problems.append(str(e))
-        if problems:  # row positions are unknown past an unreadable file
-            return problems[:_MAX_REPORTED] + (
-                [f"... and {len(problems) - _MAX_REPORTED} more unreadable data files"]
-                if len(problems) > _MAX_REPORTED
-                else []
-            )
-        file_rows = np.array(rows, dtype=np.int64)
-        n_rows = int(file_rows.sum())
-        if n_rows != int(lengths.sum()):
-            problems.append(
-                f"data files hold {n_rows} rows but the episode lengths sum to {int(lengths.sum())}"
-            )
-            return problems
-        if self.version == "v3.0" and {"data/chunk_index", "data/file_index"} <= set(
-            self.episodes.columns
-        ):
-            # each episode's [from, to) must lie inside the file its metadata points to
-            starts = np.concatenate([[0], np.cumsum(file_rows)[:-1]])
-            pattern = str(self.info.get("data_path") or DATA_PATH)
-            pos = {f: i for i, f in enumerate(files)}
-            which = np.array(
-                [
-                    pos[self.root / pattern.format(chunk_index=int(c), file_index=int(f))]
-                    for c, f in zip(
-                        self.episodes["data/chunk_index"],
-                        self.episodes["data/file_index"],
-                        strict=True,
-                    )
-                ]
-            )
-            outside = (from_idx < starts[which]) | (to_idx > starts[which] + file_rows[which])
-            if outside.any():
-                i = int(np.flatnonzero(outside)[0])
-                problems.append(
-                    f"{int(outside.sum())} episodes have rows outside their data file, e.g. "
-                    f"episode {ep_idx[i]} [{from_idx[i]}, {to_idx[i]}) vs {files[which[i]]} rows "
-                    f"[{starts[which[i]]}, {starts[which[i]] + file_rows[which[i]]})"
-                )
-        keys = [k for k in INDEX_FEATURES if k in self.features]
-        try:
-            cols = self.load_columns(keys)
-        except (LeRobotFormatError, FileNotFoundError) as e:
-            return [*problems, str(e)]
-        expected_ep = np.repeat(ep_idx, lengths)
-        local = np.arange(n_rows) - np.repeat(
-            from_idx if self.version == "v3.0" else np.concatenate([[0], np.cumsum(lengths)[:-1]]),
-            lengths,
-        )
-        checks = (
-            ("episode_index", expected_ep, "must match the episode metadata"),
-            ("index", np.arange(n_rows), "must equal the global row position"),
-            ("frame_index", local, "must count from 0 within each episode"),
-        )
-        for key, expected, why in checks:
-            if key not in cols:
-                problems.append(f"data lacks the {key!r} column")
-                continue
-            got = cols[key]
-            if not np.array_equal(got, expected):
-                row = int(np.flatnonzero(got != expected)[0])
-                problems.append(
-                    f"{key} {why}: row {row} (episode {expected_ep[row]}) has {got[row]}, "
-                    f"expected {expected[row]}"
-                )
-        if "timestamp" in cols:
-            ts = cols["timestamp"].astype(np.float64)
-            steps = np.diff(ts)
-            inside = np.ones(len(steps), dtype=bool)
-            inside[np.cumsum(lengths)[:-1] - 1] = False  # episode boundaries are not steps
-            bad = np.flatnonzero(inside & (np.abs(steps - 1.0 / self.fps) > TIMESTAMP_TOL_S))
-            if len(bad):
-                row = int(bad[0]) + 1
-                problems.append(
-                    f"timestamp must step by 1/fps={1.0 / self.fps:.6f}s within episodes; "
-                    f"{len(bad)} steps differ, first at row {row} (episode {expected_ep[row]}): "
-                    f"{ts[row - 1]:.6f} -> {ts[row]:.6f}"
-                )
-        else:
-            problems.append("data lacks the 'timestamp' column")
-        if "task_index" in cols:
-            ti = cols["task_index"]
-            bad = np.flatnonzero((ti < 0) | (ti >= len(self.tasks)))
-            if len(bad):
-                problems.append(
-                    f"task_index must be in 0..{len(self.tasks) - 1} (rows of the tasks table); "
-                    f"{len(bad)} rows are not, first row {int(bad[0])} has {ti[bad[0]]}"
-                )
-        return problems
-
-    def _validate_stats(self) -> list[str]:
-        problems: list[str] = []
-        stats_path = self.root / STATS_PATH
-        if stats_path.is_file():
-            raw = _read_json(stats_path)
-            if not isinstance(raw, dict):
-                return [f"{stats_path} must hold {{feature: {{stat: values}}}}, got {raw!r:.60}"]
-            groups = [(str(stats_path), raw)]
-            sample = 1
-        elif (self.root / LEGACY_EPISODES_STATS_PATH).is_file():
-            path = self.root / LEGACY_EPISODES_STATS_PATH
-            groups = [
-                (f"{path} (episode {r.get('episode_index')})", r.get("stats", {}))
-                for r in _read_jsonl(path)
-            ]
-            sample = 50  # shapes are uniform: a sample is enough; values are checked in all
-        else:
-            return problems  # stats are optional for v2.0; computed on demand
-        bad_values: list[str] = []
-        for i, (where, stats) in enumerate(groups):
-            if not isinstance(stats, dict):
-                problems.append(f"{where}: stats must map features to stats, got {stats!r:.60}")
-                continue
-            for feat, fstats in stats.items():
-                ft = self.features.get(feat)
-                if ft is None or not isinstance(fstats, dict):
-                    continue
-                is_visual = ft.get("dtype") in NON_TABULAR_DTYPES
-                shape = tuple(int(d) for d in ft.get("shape") or (1,))
-                expected = (3, 1, 1) if is_visual else shape
-                for name, value in fstats.items():
-                    try:
-                        _stat_array(value, where, feat, name)
-                    except LeRobotFormatError as e:
-                        bad_values.append(str(e))
-                        continue
-                    got = np.shape(value)
-                    want = (1,) if name == "count" else expected
-                    if i < sample and got != want and len(problems) < 20:
-                        problems.append(
-                            f"{where}: stats[{feat!r}][{name!r}] has shape {got}, expected {want}"
-                        )
-        problems.extend(bad_values[:_MAX_REPORTED])
-        if len(bad_values) > _MAX_REPORTED:
-            problems.append(f"... and {len(bad_values) - _MAX_REPORTED} more non-finite stats")
-        return problems
-
-
-def open_dataset(root: str | Path) -> LeRobotDataset:
-    """Open a local LeRobot dataset (v2.0, v2.1 or v3.0).
-
-    Args:
-        root: Dataset folder containing ``meta/info.json``.
-
-    Returns:
-        The opened :class:`LeRobotDataset` (metadata only; frames are read on demand).
-    """
-    return LeRobotDataset(root)

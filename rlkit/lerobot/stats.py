@@ -169,8 +169,9 @@ def episode_stats_arrays(
 ) -> dict[str, np.ndarray]:
     """Per-episode statistics stacked into arrays of shape ``(E, D)`` (``count``: ``(E, 1)``).
 
-    This is the vectorised core of :func:`compute_episode_stats`; the writer uses it directly to
-    build the ``stats/{feature}/{stat}`` columns without going through E small dicts.
+    Episode ``i``'s stats are those :func:`compute_stats` gives for rows ``[b[i], b[i+1])``,
+    computed for all episodes at once; the writer stores them as the episodes metadata's
+    ``stats/{feature}/{stat}`` columns.
 
     Args:
         values: ``(N,)`` or ``(N, D)`` numeric array.
@@ -221,28 +222,6 @@ def episode_stats_arrays(
     return out
 
 
-def compute_episode_stats(
-    values: np.ndarray, episode_bounds: np.ndarray, *, quantiles: bool = True
-) -> list[dict[str, np.ndarray]]:
-    """Compute :func:`compute_stats` for every episode, vectorised over episodes.
-
-    Args:
-        values: ``(N,)`` or ``(N, D)`` numeric array, episodes stored contiguously.
-        episode_bounds: int64 array of E+1 row offsets; rows ``[b[i], b[i+1])`` are episode i.
-            Episodes must be non-empty.
-        quantiles: Also compute ``q01 q10 q50 q90 q99`` per episode.
-
-    Returns:
-        A list of E dicts shaped exactly like :func:`compute_stats` output.
-
-    Raises:
-        ValueError: If the bounds do not partition ``[0, N)`` into non-empty episodes.
-    """
-    arrays = episode_stats_arrays(values, episode_bounds, quantiles=quantiles)
-    n_eps = len(arrays["count"])
-    return [{k: v[i].copy() for k, v in arrays.items()} for i in range(n_eps)]
-
-
 def aggregate_stats(groups: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Pool the statistics of several groups (episodes, datasets) of one feature.
 
@@ -274,26 +253,46 @@ def aggregate_stats(groups: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray
         missing = [k for k in ("mean", "std", "count") if k not in g]
         if missing:
             raise ValueError(f"group {i} lacks {missing}; every group needs mean, std and count")
-    counts = np.array([float(np.asarray(g["count"]).reshape(-1)[0]) for g in groups])
+    common = set.intersection(*(set(g) for g in groups))
+    stacked = {
+        name: np.stack([np.asarray(g[name], dtype=np.float64) for g in groups])
+        for name in common
+        if name != "count"
+    }
+    stacked["count"] = np.array([float(np.asarray(g["count"]).reshape(-1)[0]) for g in groups])
+    return aggregate_stacked(stacked)
+
+
+def aggregate_stacked(stats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """:func:`aggregate_stats` of groups given stacked: stat -> array with a leading group
+    axis (``count``: ``(G,)`` or ``(G, 1)``), as :func:`episode_stats_arrays` returns the
+    stats of E episodes.
+
+    Raises:
+        ValueError: If ``mean``/``std``/``count`` is missing or the total count is 0.
+    """
+    missing = [k for k in ("mean", "std", "count") if k not in stats]
+    if missing:
+        raise ValueError(f"stats lack {missing}; pooling needs mean, std and count")
+    counts = np.asarray(stats["count"], dtype=np.float64).reshape(len(stats["count"]), -1)[:, 0]
     total = counts.sum()
     if total <= 0:
         raise ValueError(f"total count must be > 0, got {total}")
-    means = np.stack([np.asarray(g["mean"], dtype=np.float64) for g in groups])
-    stds = np.stack([np.asarray(g["std"], dtype=np.float64) for g in groups])
+    means = np.asarray(stats["mean"], dtype=np.float64)
+    stds = np.asarray(stats["std"], dtype=np.float64)
     w = counts.reshape((-1,) + (1,) * (means.ndim - 1))
     mean = (w * means).sum(axis=0) / total
     var = (w * (stds**2 + (means - mean) ** 2)).sum(axis=0) / total
     out: dict[str, np.ndarray] = {}
-    common = set.intersection(*(set(g) for g in groups))
-    if "min" in common:
-        out["min"] = np.min(np.stack([np.asarray(g["min"], np.float64) for g in groups]), axis=0)
-    if "max" in common:
-        out["max"] = np.max(np.stack([np.asarray(g["max"], np.float64) for g in groups]), axis=0)
+    if "min" in stats:
+        out["min"] = np.min(np.asarray(stats["min"], np.float64), axis=0)
+    if "max" in stats:
+        out["max"] = np.max(np.asarray(stats["max"], np.float64), axis=0)
     out["mean"] = mean
     out["std"] = np.sqrt(np.maximum(var, 0.0))
     out["count"] = np.array([int(round(total))], dtype=np.int64)
     for name, p in QUANTILES.items():
-        if name in common:
-            stacked = np.stack([np.asarray(g[name], np.float64) for g in groups])
+        if name in stats:
+            stacked = np.asarray(stats[name], np.float64)
             out[name] = stacked.min(axis=0) if p <= 0.5 else stacked.max(axis=0)
     return out

@@ -2,24 +2,11 @@
 (:func:`write_dataset`) or streamed batch by batch of whole episodes (:class:`DatasetWriter`,
 the same bytes on disk).
 
-On-disk layout::
-
-    root/
-    ├── meta/
-    │   ├── info.json            codebase_version "v3.0", totals, fps, features (+ 5 index features)
-    │   ├── stats.json           {feature: {min,max,mean,std,count,q01,q10,q50,q90,q99}: lists}
-    │   ├── tasks.parquet        pandas frame indexed by task string, column task_index:int64
-    │   └── episodes/
-    │       └── chunk-000/
-    │           └── file-000.parquet   one row per episode: episode_index, tasks, length,
-    │                                  data/chunk_index, data/file_index, dataset_from_index,
-    │                                  dataset_to_index, stats/{feature}/{stat},
-    │                                  meta/episodes/chunk_index, meta/episodes/file_index
-    └── data/
-        ├── chunk-000/
-        │   ├── file-000.parquet       many whole episodes, one row group per episode
-        │   └── file-001.parquet       (new file when data_files_size_in_mb would be passed)
-        └── chunk-001/                 (new chunk every chunks_size files)
+The data files hold many whole episodes each, one parquet row group per episode; a new file
+starts when ``data_files_size_in_mb`` would be passed and a new chunk folder every
+``chunks_size`` files (:class:`~rlkit.lerobot.layout.FilePlanner`). The metadata
+(``meta/info.json``, ``stats.json``, ``tasks.parquet``, ``episodes/``) is written by
+:func:`rlkit.lerobot.meta.write_meta`, the same writer the merger uses.
 
 Frame time index: frame ``t`` of an episode has ``frame_index = t`` and
 ``timestamp = t / fps`` seconds (float32); ``index`` is the global row position 0..N-1.
@@ -32,10 +19,7 @@ is written into a hidden sibling folder and moved into place with ``os.replace``
 from __future__ import annotations
 
 import contextlib
-import difflib
-import json
 import logging
-import os
 import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,251 +27,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from rlkit.lerobot.reader import (
-    DATA_PATH,
-    EPISODES_PATH,
+from rlkit.lerobot.batch import check_batch, check_episode_stats, check_options, feature_spec
+from rlkit.lerobot.layout import (
+    DEFAULT_CHUNKS_SIZE,
+    DEFAULT_DATA_FILES_SIZE_IN_MB,
     INDEX_FEATURES,
-    INFO_PATH,
-    STATS_PATH,
-    TASKS_PATH,
+    DataFileWriter,
+    FilePlanner,
+    Layout,
     LeRobotFormatError,
+    arrow_type,
+    hf_feature,
+    parquet_schema,
 )
-from rlkit.lerobot.stats import BASIC_STATS, QUANTILES, compute_stats, episode_stats_arrays
-from rlkit.rundir import check_replaceable, clean_stale_temps, say
+from rlkit.lerobot.meta import (
+    DatasetMeta,
+    check_output,
+    new_dir,
+    publish_dir,
+    remove_stale_temps,
+    temp_path,
+    write_meta,
+)
+from rlkit.lerobot.stats import compute_stats, episode_stats_arrays
 from rlkit.utils import available_cores
 
 logger = logging.getLogger(__name__)
-
-CODEBASE_VERSION = "v3.0"
-DEFAULT_VIDEO_FILES_SIZE_IN_MB = 500
-_TIMESTAMP_TOL_S = 1e-4
-
-
-def _hf_feature(dtype: str, shape: tuple[int, ...]) -> dict[str, Any]:
-    """The ``datasets`` feature description lerobot stores in the parquet metadata."""
-    value = {"dtype": dtype, "_type": "Value"}
-    if shape == (1,):
-        return value
-    return {"feature": value, "length": shape[0], "_type": "Sequence"}
-
-
-def _validate_options(
-    fps: int, tasks: list[str], data_files_size_in_mb: float, chunks_size: int
-) -> None:
-    if isinstance(fps, bool) or not isinstance(fps, (int, np.integer)) or fps <= 0:
-        raise LeRobotFormatError(f"fps must be a positive int, got {fps!r}")
-    if not 0 < data_files_size_in_mb < float("inf"):
-        raise LeRobotFormatError(
-            f"data_files_size_in_mb must be a finite number > 0, got {data_files_size_in_mb}"
-        )
-    if (
-        isinstance(chunks_size, bool)
-        or not isinstance(chunks_size, (int, np.integer))
-        or chunks_size < 1
-    ):
-        raise LeRobotFormatError(f"chunks_size must be an int >= 1, got {chunks_size!r}")
-    if not tasks or not all(isinstance(t, str) and t for t in tasks):
-        raise LeRobotFormatError(
-            f"tasks must be a non-empty list of non-empty strings, got {tasks!r}"
-        )
-    if len(set(tasks)) != len(tasks):
-        dup = next(t for t in tasks if tasks.count(t) > 1)
-        raise LeRobotFormatError(
-            f"tasks must be unique (row order = task_index), got {dup!r} twice"
-        )
-
-
-def _validate_inputs(
-    data: dict[str, np.ndarray],
-    fps: int,
-    tasks: list[str],
-    feature_names: dict[str, list[str]],
-    first_episode: int = 0,
-    first_frame: int = 0,
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Check a batch of whole episodes; return the arrays with index columns added and the
-    episode bounds (row offsets within the batch). The batch continues a dataset that already
-    has ``first_episode`` episodes and ``first_frame`` frames."""
-    if not data:
-        raise LeRobotFormatError("data is empty; pass at least 'episode_index' and one feature")
-    if "episode_index" not in data:
-        close = difflib.get_close_matches("episode_index", list(data), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise LeRobotFormatError(
-            f"data must contain 'episode_index' ((N,) int, 0..E-1 contiguous per episode), "
-            f"got keys {sorted(data)}{hint}"
-        )
-
-    arrays: dict[str, np.ndarray] = {}
-    n = None
-    for key, value in data.items():
-        if not isinstance(key, str) or not key or "/" in key:
-            raise LeRobotFormatError(
-                f"feature names must be non-empty strings without '/', got {key!r}"
-            )
-        arr = np.asarray(value)
-        if arr.dtype.kind not in "biuf":
-            raise LeRobotFormatError(
-                f"data[{key!r}] must be numeric or bool, got dtype {arr.dtype}; "
-                "images/videos/strings are not supported by write_dataset"
-            )
-        if arr.ndim not in (1, 2) or (arr.ndim == 2 and arr.shape[1] == 0):
-            raise LeRobotFormatError(
-                f"data[{key!r}] must have shape (N,) or (N, D) with D >= 1, got {arr.shape}"
-            )
-        if arr.ndim == 2 and arr.shape[1] == 1:
-            arr = arr[:, 0]  # lerobot stores shape [1] as a plain scalar column
-        if n is None:
-            n, first = arr.shape[0], key
-        elif arr.shape[0] != n:
-            raise LeRobotFormatError(
-                f"all columns need the same number of frames: data[{first!r}] has {n}, "
-                f"data[{key!r}] has {arr.shape[0]}"
-            )
-        if arr.dtype.kind == "f":
-            finite = np.isfinite(arr)
-            if not finite.all():
-                row = int(np.flatnonzero(~finite.reshape(n, -1).all(axis=1))[0])
-                raise LeRobotFormatError(
-                    f"data[{key!r}] contains {int((~finite).sum())} NaN/inf values (first at "
-                    f"frame {row}); clean or drop those frames before writing"
-                )
-        arrays[key] = arr
-    assert n is not None
-    if n == 0:
-        raise LeRobotFormatError("data has 0 frames; a dataset needs at least one frame")
-
-    # episode_index: integer, 1-D, starts at 0, steps by 0 or +1 (contiguous, sorted, no gaps)
-    ep = arrays["episode_index"]
-    if ep.ndim != 1 or ep.dtype.kind not in "iu":
-        raise LeRobotFormatError(
-            f"data['episode_index'] must be a 1-D int array, got {ep.shape} {ep.dtype}"
-        )
-    ep = ep.astype(np.int64)
-    steps = np.diff(ep)
-    if ep[0] != first_episode or np.any((steps != 0) & (steps != 1)):
-        bad = (
-            0 if ep[0] != first_episode else int(np.flatnonzero((steps != 0) & (steps != 1))[0]) + 1
-        )
-        prev = "start" if bad == 0 else f"{ep[bad - 1]} at frame {bad - 1}"
-        raise LeRobotFormatError(
-            f"data['episode_index'] must be contiguous and sorted from {first_episode} (each "
-            f"episode's frames together, episodes numbered in order); frame {bad} has "
-            f"{ep[bad]} after {prev}"
-        )
-    arrays["episode_index"] = ep
-    bounds = np.concatenate([[0], np.flatnonzero(steps) + 1, [n]]).astype(np.int64)
-    lengths = np.diff(bounds)
-    starts = np.repeat(bounds[:-1], lengths)
-    frame_index = np.arange(n, dtype=np.int64) - starts
-
-    derived = {
-        "frame_index": frame_index,
-        "index": np.arange(first_frame, first_frame + n, dtype=np.int64),
-        "timestamp": (frame_index / fps).astype(np.float32),
-    }
-    for key, expected in derived.items():
-        if key not in arrays:
-            arrays[key] = expected
-            continue
-        got = arrays[key]
-        if got.ndim != 1:
-            raise LeRobotFormatError(f"data[{key!r}] must be 1-D, got shape {got.shape}")
-        if key == "timestamp":
-            bad_mask = np.abs(got.astype(np.float64) - frame_index / fps) > _TIMESTAMP_TOL_S
-            fix = f"frame_index / fps (fps={fps})"
-        else:
-            if got.dtype.kind not in "iu":
-                raise LeRobotFormatError(
-                    f"data[{key!r}] must be an int array, got dtype {got.dtype}"
-                )
-            bad_mask = got != expected
-            fix = "0.. per episode" if key == "frame_index" else "0..N-1 in dataset row order"
-        if bad_mask.any():
-            row = int(np.flatnonzero(bad_mask)[0])
-            raise LeRobotFormatError(
-                f"data[{key!r}] is inconsistent at frame {row} (episode {ep[row]}): got "
-                f"{got[row]}, expected {expected[row]} ({fix}); fix it or leave the column out "
-                "to have it derived"
-            )
-        arrays[key] = got.astype(expected.dtype)
-
-    if "task_index" in arrays:
-        ti = arrays["task_index"]
-        if ti.ndim != 1 or ti.dtype.kind not in "iu":
-            raise LeRobotFormatError(
-                f"data['task_index'] must be a 1-D int array, got {ti.shape} {ti.dtype}"
-            )
-        bad_mask = (ti < 0) | (ti >= len(tasks))
-        if bad_mask.any():
-            row = int(np.flatnonzero(bad_mask)[0])
-            raise LeRobotFormatError(
-                f"data['task_index'] must index tasks (0..{len(tasks) - 1}), frame {row} has "
-                f"{ti[row]}; pass tasks= with one string per task_index"
-            )
-        arrays["task_index"] = ti.astype(np.int64)
-    else:
-        arrays["task_index"] = np.zeros(n, dtype=np.int64)
-
-    for key, names in feature_names.items():
-        if key not in arrays:
-            close = difflib.get_close_matches(key, list(arrays), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise LeRobotFormatError(f"feature_names has key {key!r} which is not in data{hint}")
-        width = 1 if arrays[key].ndim == 1 else arrays[key].shape[1]
-        if not isinstance(names, (list, tuple)) or len(names) != width:
-            raise LeRobotFormatError(
-                f"feature_names[{key!r}] must be a list of {width} names (one per dimension), "
-                f"got {names!r}"
-            )
-    return arrays, bounds
-
-
-def _check_episode_stats(
-    episode_stats: dict[str, dict[str, np.ndarray]],
-    arrays: dict[str, np.ndarray],
-    bounds: np.ndarray,
-) -> dict[str, dict[str, np.ndarray]]:
-    """Check precomputed per-episode stats against the frames they claim to describe."""
-    names = {*BASIC_STATS, *QUANTILES}
-    n_eps = len(bounds) - 1
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for key, stats in episode_stats.items():
-        if key not in arrays:
-            raise LeRobotFormatError(
-                f"episode_stats[{key!r}]: no such column in data (columns: {sorted(arrays)})"
-            )
-        if set(stats) != names:
-            raise LeRobotFormatError(
-                f"episode_stats[{key!r}] must have exactly the stats {sorted(names)}, "
-                f"got {sorted(stats)}"
-            )
-        width = int(np.prod(arrays[key].shape[1:], dtype=np.int64))
-        checked = {}
-        for stat, values in stats.items():
-            values = np.asarray(values)
-            want = (n_eps, 1 if stat == "count" else width)
-            if values.shape != want:
-                raise LeRobotFormatError(
-                    f"episode_stats[{key!r}][{stat!r}] has shape {values.shape}, expected {want} "
-                    "(episodes, feature width), as episode_stats_arrays returns"
-                )
-            checked[stat] = values
-        if not np.array_equal(checked["count"][:, 0], np.diff(bounds)):
-            raise LeRobotFormatError(
-                f"episode_stats[{key!r}]['count'] does not match the episode lengths in data"
-            )
-        out[key] = checked
-    return out
-
-
-def _feature_spec(arr: np.ndarray, names: list[str] | None) -> dict[str, Any]:
-    shape = [1] if arr.ndim == 1 else [int(arr.shape[1])]
-    return {"dtype": str(arr.dtype), "shape": shape, "names": list(names) if names else None}
 
 
 def _to_arrow(arr: np.ndarray) -> pa.Array:
@@ -295,65 +62,6 @@ def _to_arrow(arr: np.ndarray) -> pa.Array:
         return pa.array(arr)
     flat = pa.array(np.ascontiguousarray(arr).reshape(-1))
     return pa.FixedSizeListArray.from_arrays(flat, int(arr.shape[1]))
-
-
-def _stats_to_json(stats: dict[str, np.ndarray]) -> dict[str, Any]:
-    return {k: v.tolist() for k, v in stats.items()}
-
-
-class _FilePlanner:
-    """Assigns episodes, in order, a ``(chunk_index, file_index)``; episodes never span files.
-
-    A new file starts when the current one would pass ``max_bytes`` (a single larger episode
-    gets its own file); ``file_index`` rolls over into the next chunk after ``chunks_size``
-    files. Keeps its position, so episodes can be planned batch by batch.
-    """
-
-    def __init__(self, max_bytes: float, chunks_size: int) -> None:
-        self.max_bytes, self.chunks_size = max_bytes, chunks_size
-        self.chunk, self.file, self.used = 0, 0, 0.0
-
-    def assign(self, episode_bytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n_eps = len(episode_bytes)
-        chunk_idx = np.zeros(n_eps, dtype=np.int64)
-        file_idx = np.zeros(n_eps, dtype=np.int64)
-        for i, size in enumerate(np.asarray(episode_bytes, dtype=np.float64).tolist()):
-            if self.used and self.used + size > self.max_bytes:
-                self.file += 1
-                if self.file >= self.chunks_size:
-                    self.chunk, self.file = self.chunk + 1, 0
-                self.used = 0.0
-            chunk_idx[i], file_idx[i] = self.chunk, self.file
-            self.used += size
-        return chunk_idx, file_idx
-
-
-def plan_files(
-    episode_bytes: np.ndarray, max_bytes: float, chunks_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Assign each episode a ``(chunk_index, file_index)``; episodes never span files.
-
-    A new file starts when the current one would pass ``max_bytes``; ``file_index`` rolls
-    over into the next chunk after ``chunks_size`` files.
-
-    Args:
-        episode_bytes: Estimated bytes of each episode, in episode order.
-        max_bytes: Target maximum bytes per file (a single larger episode gets its own file).
-        chunks_size: Files per ``chunk-XXX`` folder.
-
-    Returns:
-        ``(chunk_index, file_index)``, two int64 arrays with one entry per episode.
-    """
-    return _FilePlanner(max_bytes, chunks_size).assign(episode_bytes)
-
-
-def _list_column(values: np.ndarray) -> pa.Array:
-    """``(E, D)`` array -> ``list<...>`` column without a per-row loop."""
-    values = np.ascontiguousarray(values)
-    width = values.shape[1]
-    offsets = pa.array(np.arange(values.shape[0] + 1, dtype=np.int32) * width)
-    flat = pa.array(values.reshape(-1))
-    return pa.ListArray.from_arrays(offsets, flat)
 
 
 def _column_blocks(parts: list[np.ndarray], blocks: int) -> list[list[np.ndarray]]:
@@ -400,8 +108,8 @@ class DatasetWriter:
         feature_names: dict[str, list[str]] | None = None,
         robot_type: str | None = None,
         overwrite: bool = False,
-        data_files_size_in_mb: float = 100.0,
-        chunks_size: int = 1000,
+        data_files_size_in_mb: float = DEFAULT_DATA_FILES_SIZE_IN_MB,
+        chunks_size: int = DEFAULT_CHUNKS_SIZE,
     ) -> None:
         self.root = Path(root)
         self.fps = fps
@@ -411,27 +119,25 @@ class DatasetWriter:
         self.overwrite = overwrite
         self.data_files_size_in_mb = data_files_size_in_mb
         self.chunks_size = chunks_size
-        _validate_options(fps, self.tasks, data_files_size_in_mb, chunks_size)
+        check_options(fps, self.tasks, data_files_size_in_mb, chunks_size)
         check_output(self.root, overwrite)
         self._t0 = time.perf_counter()
-        self._planner = _FilePlanner(data_files_size_in_mb * 1024**2, chunks_size)
+        self._planner = FilePlanner(data_files_size_in_mb * 1024**2, chunks_size)
         self._features: dict[str, dict[str, Any]] | None = None
         self._schema: pa.Schema | None = None
-        self._dict_cols: list[str] = []
+        self._data: DataFileWriter | None = None  # set by the first add()
         self._arrays: list[dict[str, np.ndarray]] = []
         self._lengths: list[np.ndarray] = []
         self._files: list[tuple[np.ndarray, np.ndarray]] = []
         # per batch: column -> per-episode stats (or the job computing them)
         self._ep_stats: list[dict[str, Any]] = []
-        self._pq: pq.ParquetWriter | None = None
-        self._pq_key: tuple[int, int] | None = None
         self._write_job: Future[None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=max(2, available_cores()))
         self.root.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(self.root)
         # Created by the first add(), not here: a caller holding no writer yet (Ctrl-C
         # between this constructor and the assignment of its result) cannot abort it.
-        self._tmp = self.root.parent / f".{self.root.name}.tmp-{os.getpid()}"
+        self._tmp = temp_path(self.root)
         self._open = True
 
     @property
@@ -468,13 +174,13 @@ class DatasetWriter:
         """
         if not self._open:
             raise RuntimeError(f"DatasetWriter for {self.root} is already closed")
-        arrays, bounds = _validate_inputs(
+        arrays, bounds = check_batch(
             data, self.fps, self.tasks, self.feature_names, self.num_episodes, self.num_frames
         )
-        given = _check_episode_stats(episode_stats or {}, arrays, bounds)
+        given = check_episode_stats(episode_stats or {}, arrays, bounds)
         order = [k for k in arrays if k not in INDEX_FEATURES] + list(INDEX_FEATURES)
         arrays = {k: arrays[k] for k in order}
-        features = {k: _feature_spec(arrays[k], self.feature_names.get(k)) for k in order}
+        features = {k: feature_spec(arrays[k], self.feature_names.get(k)) for k in order}
         for k in INDEX_FEATURES:
             features[k]["names"] = None
         if self._features is None:
@@ -516,44 +222,20 @@ class DatasetWriter:
             job.result()
 
     def _start(self, features: dict[str, dict[str, Any]]) -> None:
-        if self._tmp.exists():
-            shutil.rmtree(self._tmp)
-        (self._tmp / "meta").mkdir(parents=True)
+        new_dir(self._tmp)
         self._features = features
-        hf = {k: _hf_feature(f["dtype"], tuple(f["shape"])) for k, f in features.items()}
-        types = {
-            k: pa.from_numpy_dtype(np.dtype(f["dtype"]))
-            if f["shape"] == [1]
-            else pa.list_(pa.from_numpy_dtype(np.dtype(f["dtype"])), f["shape"][0])
-            for k, f in features.items()
-        }
-        self._schema = pa.schema(list(types.items())).with_metadata(
-            {"huggingface": json.dumps({"info": {"features": hf}})}
-        )
-        # Dictionary encoding only pays off for low-cardinality columns; on float vectors
-        # pyarrow tries it, gives up, and it costs ~3x the write time and bigger files.
-        self._dict_cols = [
-            f.name
-            for f in self._schema
-            if f.name in ("episode_index", "task_index") or pa.types.is_boolean(f.type)
-        ]
+        types = {k: arrow_type(f) for k, f in features.items()}
+        self._schema = parquet_schema(types, {k: hf_feature(f) for k, f in features.items()})
+        self._data = DataFileWriter(self._tmp, Layout.new("v3.0", self.chunks_size), self._schema)
 
     def _write_frames(
         self, table: pa.Table, bounds: np.ndarray, files: tuple[np.ndarray, np.ndarray]
     ) -> None:
-        """One row group per episode, into the file the plan says (opening it if new)."""
+        """One row group per episode, into the file the plan says."""
+        assert self._data is not None
         for e in range(len(bounds) - 1):
-            key = (int(files[0][e]), int(files[1][e]))
-            if key != self._pq_key:
-                if self._pq is not None:
-                    self._pq.close()
-                path = self._tmp / DATA_PATH.format(chunk_index=key[0], file_index=key[1])
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._pq = pq.ParquetWriter(path, self._schema, use_dictionary=self._dict_cols)
-                self._pq_key = key
-            assert self._pq is not None
             lo, hi = int(bounds[e]), int(bounds[e + 1])
-            self._pq.write_table(table.slice(lo, hi - lo), row_group_size=hi - lo)
+            self._data.write(table.slice(lo, hi - lo), (int(files[0][e]), int(files[1][e])))
 
     def close(self, extra_files: dict[str, str] | None = None) -> Path:
         """Write the metadata and move the dataset into place; returns its folder.
@@ -591,20 +273,16 @@ class DatasetWriter:
         """Discard everything written so far (the final folder is never touched)."""
         self._open = False
         self._pool.shutdown(cancel_futures=True)  # waits for a batch being encoded
-        if self._pq is not None:
+        if self._data is not None:
             with contextlib.suppress(Exception):
-                self._pq.close()
-            self._pq = None
+                self._data.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def _finish(self, extra_files: dict[str, str]) -> tuple[int, int, int]:
-        assert self._features is not None
+        assert self._features is not None and self._data is not None
         order = list(self._features)
         lengths = np.concatenate(self._lengths)
-        bounds = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        n_eps, n = len(lengths), int(bounds[-1])
-        chunk_idx = np.concatenate([f[0] for f in self._files])
-        file_idx = np.concatenate([f[1] for f in self._files])
+        data_files = np.stack([np.concatenate([f[i] for f in self._files]) for i in (0, 1)], 1)
 
         # Global stats from the batches as they are (no concatenated copy), every feature split
         # into column blocks so a wide one (the state vector) is sorted on every core; they
@@ -619,145 +297,52 @@ class DatasetWriter:
             for k in by_size
         }
         self._wait_for_write()
-        if self._pq is not None:
-            self._pq.close()
-            self._pq = None
-        global_stats: dict[str, dict[str, Any]] = {}
+        self._data.close()
+        global_stats: dict[str, dict[str, np.ndarray]] = {}
         for k in order:
             parts = [j.result() for j in jobs[k]]
-            merged = {
+            global_stats[k] = {
                 s: parts[0][s] if s == "count" else np.concatenate([p[s] for p in parts])
                 for s in parts[0]
             }
-            global_stats[k] = _stats_to_json(merged)
-
-        # ---- episodes metadata
-        ep_columns: dict[str, pa.Array] = {}
+        episode_stats: dict[str, dict[str, np.ndarray]] = {}
         for k in order:
             ep_stats = [s[k] if isinstance(s[k], dict) else s[k].result() for s in self._ep_stats]
-            for stat in ep_stats[0]:
-                values = np.concatenate([s[stat] for s in ep_stats])
-                ep_columns[f"stats/{k}/{stat}"] = _list_column(values)
-        task_idx = np.concatenate([a["task_index"] for a in self._arrays])
-        ep_task_lists: list[list[str]] = []
-        if int(task_idx.max()) == int(task_idx.min()):  # common case: one task for everything
-            ep_task_lists = [[self.tasks[int(task_idx[0])]]] * n_eps
-        else:
-            for e in range(n_eps):
-                seg = task_idx[bounds[e] : bounds[e + 1]]
-                _, first = np.unique(seg, return_index=True)
-                ep_task_lists.append([self.tasks[int(seg[i])] for i in sorted(first)])
-        zeros = np.zeros(n_eps, dtype=np.int64)
-        episodes = {
-            "episode_index": pa.array(np.arange(n_eps, dtype=np.int64)),
-            "tasks": pa.array(ep_task_lists, type=pa.list_(pa.string())),
-            "length": pa.array(lengths),
-            "data/chunk_index": pa.array(chunk_idx),
-            "data/file_index": pa.array(file_idx),
-            "dataset_from_index": pa.array(bounds[:-1]),
-            "dataset_to_index": pa.array(bounds[1:]),
-            **ep_columns,
-            "meta/episodes/chunk_index": pa.array(zeros),
-            "meta/episodes/file_index": pa.array(zeros),
-        }
-        tmp = self._tmp
-        ep_path = tmp / EPISODES_PATH.format(chunk_index=0, file_index=0)
-        ep_path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.table(episodes), ep_path)
-
-        # ---- tasks, stats, info
-        tasks_df = pd.DataFrame(
-            {"task_index": np.arange(len(self.tasks), dtype=np.int64)},
-            index=pd.Index(self.tasks, name="task"),
+            episode_stats[k] = {st: np.concatenate([s[st] for s in ep_stats]) for st in ep_stats[0]}
+        meta = DatasetMeta(
+            version="v3.0",
+            fps=self.fps,
+            features=self._features,
+            tasks=self.tasks,
+            lengths=lengths,
+            episode_tasks=self._episode_tasks(lengths),
+            episode_stats=episode_stats,
+            stats=global_stats,
+            robot_type=self.robot_type,
+            chunks_size=self.chunks_size,
+            data_files=data_files,
+            data_files_size_in_mb=self.data_files_size_in_mb,
         )
-        tasks_df.to_parquet(tmp / TASKS_PATH)
-        with open(tmp / STATS_PATH, "w", encoding="utf-8") as f:
-            json.dump(global_stats, f, indent=4)
-        size = self.data_files_size_in_mb
-        info = {
-            "codebase_version": CODEBASE_VERSION,
-            "robot_type": self.robot_type,
-            "total_episodes": n_eps,
-            "total_frames": n,
-            "total_tasks": len(self.tasks),
-            "chunks_size": int(self.chunks_size),
-            "data_files_size_in_mb": int(size) if float(size).is_integer() else float(size),
-            "video_files_size_in_mb": DEFAULT_VIDEO_FILES_SIZE_IN_MB,
-            "fps": int(self.fps),
-            "splits": {"train": f"0:{n_eps}"},
-            "data_path": DATA_PATH,
-            "video_path": None,
-            "features": self._features,
-        }
-        with open(tmp / INFO_PATH, "w", encoding="utf-8") as f:
-            json.dump(info, f, indent=4, ensure_ascii=False)
+        write_meta(self._tmp, meta)
         for rel, text in extra_files.items():
-            path = tmp / rel
+            path = self._tmp / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-        n_files = len(set(zip(chunk_idx.tolist(), file_idx.tolist(), strict=True)))
-        return n_eps, n, n_files
+        n_files = len({tuple(x) for x in data_files.tolist()})
+        return len(lengths), int(lengths.sum()), n_files
 
-
-def check_output(root: Path, overwrite: bool, flag: str = "--output") -> None:
-    """Refuse an output the writers may not replace; call it before any work.
-
-    ``root`` may be missing, or (with ``overwrite``) a folder holding only what a LeRobot
-    dataset writer puts there (``meta/``, ``data/``, ``videos/``, the run's
-    ``config.resolved.yml``, ...). A regular file, or a folder holding anything else (a
-    ``notes.txt``, another tool's run), is refused, naming what is there.
-
-    Raises:
-        FileExistsError: As above, or ``root`` is a dataset and ``overwrite`` is False.
-    """
-    if root.exists() or root.is_symlink():
-        check_replaceable(root, "dataset", flag=flag)
-        if not overwrite:
-            raise FileExistsError(f"{root} exists; pass --overwrite or choose another {flag}")
-
-
-def remove_stale_temps(root: Path) -> None:
-    """Remove the temporary folders a killed writer of ``root`` left beside it.
-
-    A SIGKILLed collection or merge leaves ``.NAME.tmp-PID`` (and, killed while replacing,
-    ``.NAME.old-PID``) behind; only those whose process is gone are removed.
-    """
-    for path in clean_stale_temps(root.parent, prefix=f"{root.name}.", recursive=False):
-        say(f"removed {path}, left by a killed process")
-
-
-def publish_dir(tmp: Path, root: Path, *, overwrite: bool) -> None:
-    """Move the finished folder ``tmp`` to ``root`` with ``os.replace`` (same filesystem).
-
-    An existing ``root`` is moved aside first and removed only after the new folder is in
-    place; if the final rename fails the previous folder is put back. This is the one place
-    datasets are replaced: ``root`` is checked again here (:func:`check_output`), since
-    anything may have appeared there while ``tmp`` was being written.
-
-    Args:
-        tmp: The completely written folder (a sibling of ``root``).
-        root: The final name.
-        overwrite: Replace an existing ``root``; otherwise its appearance is an error.
-
-    Raises:
-        FileExistsError: If ``root`` exists and ``overwrite`` is False, or ``root`` is a file
-            or holds files a dataset writer does not write.
-    """
-    if root.exists() or root.is_symlink():
-        check_output(root, overwrite)  # appeared, or changed, while we were writing
-        old = root.parent / f".{root.name}.old-{os.getpid()}"
-        os.replace(root, old)
-        try:
-            os.replace(tmp, root)
-        except BaseException:
-            os.replace(old, root)  # put the previous dataset back
-            raise
-        if old.is_dir():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
-    else:
-        os.replace(tmp, root)
+    def _episode_tasks(self, lengths: np.ndarray) -> list[list[str]]:
+        """The task strings of each episode, in the order its frames first use them."""
+        task_idx = np.concatenate([a["task_index"] for a in self._arrays])
+        if int(task_idx.max()) == int(task_idx.min()):  # common case: one task for everything
+            return [[self.tasks[int(task_idx[0])]]] * len(lengths)
+        bounds = np.concatenate([[0], np.cumsum(lengths)])
+        out = []
+        for e in range(len(lengths)):
+            seg = task_idx[bounds[e] : bounds[e + 1]]
+            _, first = np.unique(seg, return_index=True)
+            out.append([self.tasks[int(seg[i])] for i in sorted(first)])
+        return out
 
 
 def write_dataset(
@@ -769,8 +354,8 @@ def write_dataset(
     feature_names: dict[str, list[str]] | None = None,
     robot_type: str | None = None,
     overwrite: bool = False,
-    data_files_size_in_mb: float = 100.0,
-    chunks_size: int = 1000,
+    data_files_size_in_mb: float = DEFAULT_DATA_FILES_SIZE_IN_MB,
+    chunks_size: int = DEFAULT_CHUNKS_SIZE,
     extra_files: dict[str, str] | None = None,
     episode_stats: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> Path:

@@ -1,0 +1,175 @@
+"""Options of ``train_rl.py`` (section ``rl`` of config.yml) and the algorithms it trains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from stable_baselines3 import PPO, SAC, TD3
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from rlkit.rollout import ACTION_KEY, OBS_KEY
+from rlkit.utils import check_ranges, default_workers
+
+ALGOS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO, "td3": TD3}
+BATCHED_CARS = 16  # default car count of --vec batched (bench/bench_rl.py)
+
+
+@dataclass
+class RLConfig:
+    """Options of ``train_rl.py`` (section ``rl`` of config.yml)."""
+
+    algo: Literal["sac", "ppo", "td3"] = field(
+        default="ppo",
+        metadata={"help": "SB3 algorithm (PPO: measured fastest to the expert, bench/bench_rl.py)"},
+    )
+    vec: Literal["batched", "subproc", "dummy"] = field(
+        default="batched",
+        metadata={"help": "batched: RacingVecEnv in one process; subproc/dummy: SB3 vec envs"},
+    )
+    envs: int | None = field(
+        default=None,
+        metadata={
+            "help": "parallel envs (default: batched 16 cars; subproc/dummy: cores-1, min 2, cap 8)"
+        },
+    )
+    timesteps: int = field(default=500_000, metadata={"help": "environment steps to train"})
+    batch_size: int = field(default=256, metadata={"help": "SGD minibatch size"})
+    lr: float = field(default=3e-4, metadata={"help": "learning rate"})
+    gradient_steps: int | None = field(
+        default=None,
+        metadata={"help": "off-policy: gradient steps per update (default: one per env step)"},
+    )
+    train_freq: int = field(
+        default=1, metadata={"help": "off-policy: update every this many vector steps"}
+    )
+    buffer_size: int = field(default=300_000, metadata={"help": "off-policy replay buffer size"})
+    learning_starts: int | None = field(
+        default=None,
+        metadata={"help": "env steps before updates (default: 0 with --init-from, else 5000)"},
+    )
+    n_steps: int = field(default=256, metadata={"help": "PPO: steps per env per rollout"})
+    critic_warmup: int = field(
+        default=5000,
+        metadata={"help": "with --init-from: env steps with the actor frozen while critics learn"},
+    )
+    init_from: str | None = field(
+        default=None, metadata={"help": "train_bc.py output folder to warm-start the actor from"}
+    )
+    demos: str | None = field(
+        default=None, metadata={"help": "LeRobot demonstrations to pre-fill the replay buffer"}
+    )
+    obs_key: str = field(
+        default=OBS_KEY, metadata={"help": "--demos: observation feature (as train_bc.py)"}
+    )
+    action_key: str = field(
+        default=ACTION_KEY, metadata={"help": "--demos: action feature (as train_bc.py)"}
+    )
+    bc_weight: float = field(
+        default=10.0,
+        metadata={
+            "help": "SAC/TD3 with --demos: weight of a BC loss on demo actions in every actor "
+            "update (0: off)"
+        },
+    )
+    seed: int = field(default=0, metadata={"help": "seed for envs, networks and evaluation"})
+    output: str = field(default="runs/rl", metadata={"help": "output folder"})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "device"})
+    threads: int = field(
+        default=1, metadata={"help": "torch CPU threads (1: measured fastest for these MLPs)"}
+    )
+    checkpoint_every: int = field(
+        default=50_000, metadata={"help": "env steps between checkpoints (0: none)"}
+    )
+    eval_every: int = field(default=25_000, metadata={"help": "env steps between evaluations"})
+    eval_episodes: int = field(default=20, metadata={"help": "held-out tracks per evaluation"})
+    tensorboard: str | None = field(
+        default=None, metadata={"help": "TensorBoard log folder (needs pip install tensorboard)"}
+    )
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing --output run"})
+    eval_only: str | None = field(
+        default=None, metadata={"help": "evaluate this saved model (.zip) and exit"}
+    )
+    video: str | None = field(
+        default=None, metadata={"help": "write a top-down video of the policy (.gif or .mp4)"}
+    )
+    render: Literal["none", "human"] = field(
+        default="none",
+        metadata={
+            "help": "human: watch the --eval-only episodes live in a window (needs pygame "
+            "and a display)"
+        },
+    )
+    max_episode_steps: int = field(default=1000, metadata={"help": "episode length in steps"})
+    max_minutes: float | None = field(
+        default=None,
+        metadata={
+            "help": "wall-clock budget: stop after this many minutes, then evaluate and save"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.envs is None or self.envs >= 1, f"envs must be >= 1, got {self.envs}"),
+            (self.timesteps >= 1, f"timesteps must be >= 1, got {self.timesteps}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.train_freq >= 1, f"train_freq must be >= 1, got {self.train_freq}"),
+            (
+                self.checkpoint_every >= 0,
+                f"checkpoint_every must be >= 0, got {self.checkpoint_every}",
+            ),
+            (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
+            (self.eval_episodes >= 1, f"eval_episodes must be >= 1, got {self.eval_episodes}"),
+            (self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
+            (self.critic_warmup >= 0, f"critic_warmup must be >= 0, got {self.critic_warmup}"),
+            (not (self.resume and self.overwrite), "pass either --resume or --overwrite, not both"),
+            (
+                self.max_minutes is None or self.max_minutes > 0,
+                f"max_minutes must be > 0, got {self.max_minutes}",
+            ),
+            (
+                self.video is None or self.video.endswith((".gif", ".mp4")),
+                f"video must end in .gif or .mp4, got {self.video!r}",
+            ),
+            (
+                self.render == "none" or self.eval_only is not None,
+                f"render {self.render!r} only works with --eval-only MODEL "
+                "(training does not render); pass --eval-only or --render none",
+            ),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+        # upper bounds: a typo (1e20) is an error, not an allocation the kernel kills
+        check_ranges(
+            self,
+            {
+                "envs": (1, 4096),
+                "timesteps": (1, 1e10),
+                "batch_size": (1, 2**20),
+                "lr": (1e-10, 1),
+                "gradient_steps": (1, 1e6),
+                "train_freq": (1, 1e6),
+                "buffer_size": (1, 1e8),
+                "learning_starts": (0, 1e10),
+                "n_steps": (2, 1e6),
+                "critic_warmup": (0, 1e10),
+                "bc_weight": (0, 1e6),
+                "seed": (0, 2**32 - 1),
+                "threads": (1, 1024),
+                "checkpoint_every": (0, 1e10),
+                "eval_every": (0, 1e10),
+                "eval_episodes": (1, 100_000),
+                "max_episode_steps": (1, 1e6),
+                "max_minutes": (1e-3, 1e6),
+            },
+        )
+
+    @property
+    def num_envs(self) -> int:
+        if self.envs is not None:
+            return self.envs
+        # One process steps all cars as arrays, so the car count is not bound to the cores.
+        return BATCHED_CARS if self.vec == "batched" else default_workers("rl")
