@@ -225,7 +225,7 @@ def test_two_world_models_on_one_output_dir(tmp_path):
 
 
 # ------------------------------------------------------------- 6 + 11: logs survive a kill
-def test_bc_log_survives_sigkill_and_resume_continues_it(demos, tmp_path):
+def test_bc_log_survives_sigkill_and_resume_continues_it(demos, tmp_path, capsys):
     out = tmp_path / "bc"
     args = ["--data", str(demos), "--output", str(out), "--epochs", "100000",
             "--patience", "100000", *BC_TINY]  # fmt: skip
@@ -238,13 +238,10 @@ def test_bc_log_survives_sigkill_and_resume_continues_it(demos, tmp_path):
     rows = _log_rows(out / "train_log.csv")
     assert len(rows) >= 3 and [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
     done = torch.load(out / "checkpoint.pt", weights_only=False)["total_epochs"]
-    # resume (with a reachable end) : the log keeps the checkpoint's rows and continues
-    res = subprocess.run(
-        [sys.executable, "-m", "rlkit.cli.train_bc", *args[:5], str(done + 2), *args[6:],
-         "--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    assert f"resuming {out} at epoch {done}" in res.stderr  # printed, visible
+    # resume (with a reachable end): the log keeps the checkpoint's rows and continues
+    capsys.readouterr()
+    assert bc_main([*args[:5], str(done + 2), *args[6:], "--resume"]) == 0
+    assert f"resuming {out} at epoch {done}" in capsys.readouterr().err  # printed, visible
     epochs = [int(r["epoch"]) for r in _log_rows(out / "train_log.csv")]
     assert epochs == list(range(1, done + 3))
 
@@ -270,9 +267,7 @@ def test_a_full_disk_leaves_no_temporary_file_and_the_rerun_recovers(demos, tmp_
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert "cannot write" in res.stderr and "checkpoint.pt" in res.stderr
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]  # nothing fills the disk
-    res = subprocess.run([sys.executable, "-m", "rlkit.cli.train_bc", *args, "--resume"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert res.returncode == 0, res.stderr
+    assert bc_main([*args, "--resume"]) == 0
     assert len(_log_rows(out / "train_log.csv")) == 2
 
 

@@ -32,22 +32,6 @@ RUN_PRESETS: dict[str, dict[str, int]] = {
     },
 }
 
-METRICS = [
-    "iteration",
-    "train_step",
-    "episodes",
-    "env_steps",
-    "loss",
-    "obs_loss",
-    "reward_loss",
-    "kl",
-    "train_return",
-    "eval_return",
-    "train_s",
-    "collect_s",
-    "batches_per_s",
-]
-
 
 @dataclass
 class WorldModelConfig:
@@ -177,7 +161,7 @@ class WorldModelConfig:
 
     def __post_init__(self) -> None:
         if self.action_repeat is None:
-            # Pendulum at 4 met the learning goal where 2 did not (see the README).
+            # Pendulum at 4 met the learning goal where 2 did not (see docs/world-model.md).
             self.action_repeat = DEFAULT_ACTION_REPEAT.get(self.env, 2)
         positive = [
             "action_repeat",
