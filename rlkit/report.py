@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +29,42 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ comparison
-def format_eval_table(rows: dict[str, EvalResult]) -> str:
-    """A small aligned table: one row per driver."""
-    head = f"{'driver':<10} {'return':>9} {'laps done':>10} {'lap time':>9} {'off track':>10}"
-    lines = [head, "-" * len(head)]
+def format_eval_table(
+    rows: Mapping[str, EvalResult | Mapping[str, Any]], *, markdown: bool = False
+) -> str:
+    """The comparison table, one row per driver: aligned text for the terminal, or with
+    ``markdown`` a markdown table (the pipeline's ``summary.md``).
+
+    ``rows`` holds :class:`EvalResult` or their dicts as saved in ``eval.json`` and
+    ``result.json`` (NaN saved as null); a missing figure shows as ``-``.
+    """
+    head = ("driver", "return", "laps done", "lap time", "off track")
+    body = []
     for name, r in rows.items():
-        lap = "-" if math.isnan(r.mean_lap_time) else f"{r.mean_lap_time:.2f}s"
-        lines.append(
-            f"{name:<10} {r.mean_return:>9.1f} {100 * r.lap_rate:>9.1f}% {lap:>9} "
-            f"{100 * r.crash_rate:>9.1f}%"
+        d = r.to_dict() if isinstance(r, EvalResult) else r
+        body.append(
+            (
+                name,
+                _cell(d["mean_return"], ".1f"),
+                _cell(d["lap_rate"], ".1f", "%", scale=100),
+                _cell(d["mean_lap_time"], ".2f", "s"),
+                _cell(d["crash_rate"], ".1f", "%", scale=100),
+            )
         )
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|---:|---:|"]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
+    align = ("<10", ">9", ">10", ">9", ">10")
+    lines = [" ".join(f"{c:{a}}" for c, a in zip(row, align, strict=True)) for row in (head, *body)]
+    lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def _cell(value: float | None, spec: str, suffix: str = "", scale: float = 1.0) -> str:
+    """One figure of the table; ``-`` for a missing one (None or NaN)."""
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{scale * value:{spec}}{suffix}"
 
 
 def eval_payload(

@@ -6,9 +6,9 @@ import csv
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from conftest import BC_TINY, Spec, build
 
 from rlkit.bc import BCConfig, load_bc_data, split_episodes, train_bc
 from rlkit.cli.train_bc import main
@@ -17,18 +17,9 @@ from rlkit.envs import RacingEnv
 from rlkit.lerobot import DatasetReader, LeRobotFormatError, validate_dataset
 from rlkit.policy import BCPolicy, build_policy_kwargs, load_bc_into, read_export_meta
 
-TINY = {"hidden": [32, 32], "batch_size": 128, "eval_episodes": 0}
-
-
-@pytest.fixture(scope="module")
-def demos(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bc") / "demos"
-    collect(CollectConfig(episodes=6, workers=1, max_steps=150, output=str(out)), progress=False)
-    return out
-
 
 def _cfg(demos, out, **kw):
-    return BCConfig(data=str(demos), output=str(out), **{**TINY, **kw})
+    return BCConfig(data=str(demos), output=str(out), **{**BC_TINY, **kw})
 
 
 def test_training_writes_policy_exports_logs_and_eval(demos, tmp_path):
@@ -143,60 +134,22 @@ def test_validation_split_is_by_episode():
     assert len(set(episode[val])) == 3 and train.sum() + val.sum() == 70
 
 
-def _write_v21(root, n_episodes, n=40):
-    """A hand-written LeRobot v2.1 dataset (pandas list<double> columns), 3-dim actions far
-    from [-1, 1]."""
-    (root / "meta").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    episodes = []
-    for ep in range(n_episodes):
-        state = rng.normal(size=(n, 5))
-        action = np.stack([state[:, 0] * 3 + 10, state[:, 1] - 5, state[:, 2]], axis=1)
-        df = pd.DataFrame(
-            {
-                "observation.state": list(state),
-                "action": list(action),
-                "timestamp": np.arange(n) / 10.0,
-                "frame_index": np.arange(n),
-                "episode_index": ep,
-                "index": np.arange(n) + n * ep,
-                "task_index": 0,
-            }
-        )
-        path = root / "data/chunk-000" / f"episode_{ep:06d}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        df.to_parquet(path)
-        episodes.append({"episode_index": ep, "tasks": ["t"], "length": n})
-    ints = ("frame_index", "episode_index", "index", "task_index")
-    feats = {
-        "observation.state": {"dtype": "float64", "shape": [5], "names": None},
-        "action": {"dtype": "float64", "shape": [3], "names": None},
-        **{k: {"dtype": "int64", "shape": [1], "names": None} for k in ints},
-        "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-    }
-    info = {
-        "codebase_version": "v2.1",
-        "robot_type": None,
-        "total_episodes": n_episodes,
-        "total_frames": n * n_episodes,
-        "total_tasks": 1,
-        "total_videos": 0,
-        "total_chunks": 1,
-        "chunks_size": 1000,
-        "fps": 10,
-        "splits": {"train": f"0:{n_episodes}"},
-        "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
-        "video_path": None,
-        "features": feats,
-    }
-    (root / "meta/info.json").write_text(json.dumps(info))
-    (root / "meta/episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episodes))
-    (root / "meta/tasks.jsonl").write_text(json.dumps({"task_index": 0, "task": "t"}) + "\n")
+def _far_actions(state: np.ndarray) -> np.ndarray:
+    """3-dim actions far from [-1, 1], a function of the state that BC can learn."""
+    return np.stack([state[:, 0] * 3 + 10, state[:, 1] - 5, state[:, 2]], axis=1)
 
 
-def test_any_lerobot_v21_dataset_with_other_action_ranges(tmp_path):
-    root = tmp_path / "v21"
-    _write_v21(root, 3)
+#: any LeRobot v2.1 dataset (pandas list<double> columns): 5-dim float64 states, 3-dim actions
+V21 = Spec(
+    lengths=[40] * 3,
+    dims={"observation.state": 5, "action": 3},
+    dtype="float64",
+    action_of_state=_far_actions,
+)
+
+
+def test_any_lerobot_v21_dataset_with_other_action_ranges(dataset, tmp_path):
+    root, _ = dataset("v2.1", V21)
     out = tmp_path / "run"
     res = train_bc(
         BCConfig(data=str(root), output=str(out), epochs=30, hidden=[32, 32], eval_episodes=5),
@@ -213,7 +166,7 @@ def test_any_lerobot_v21_dataset_with_other_action_ranges(tmp_path):
 
 def test_empty_dataset_is_refused(tmp_path):
     root = tmp_path / "empty"
-    _write_v21(root, 0)
+    build(root, "v2.1", Spec(lengths=[], dims=V21.dims))
     with pytest.raises(LeRobotFormatError, match="no frames"):
         train_bc(BCConfig(data=str(root), output=str(tmp_path / "o")))
     assert not (tmp_path / "o").exists()

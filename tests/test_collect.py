@@ -166,19 +166,18 @@ def test_output_below_a_file_is_a_clear_error(tmp_path, capsys):
 
 def test_a_killed_worker_process_fails_the_run_instead_of_hanging(tmp_path, monkeypatch):
     import signal
-    import threading
 
     import rlkit.collect as collect_mod
 
     real = collect_mod._imap_watching_workers
 
     def kill_a_worker_meanwhile(pool, tasks):  # the real pool, a real SIGKILL
-        timer = threading.Timer(0.2, os.kill, (pool._pool[0].pid, signal.SIGKILL))
-        timer.start()
-        try:
-            yield from real(pool, tasks)
-        finally:
-            timer.cancel()
+        # Once the first episode is back the workers are running (39 episodes to go): kill
+        # one then, whatever the machine's load, instead of after a fixed delay.
+        results = real(pool, tasks)
+        yield next(results)
+        os.kill(pool._pool[0].pid, signal.SIGKILL)
+        yield from results
 
     monkeypatch.setattr(collect_mod, "_imap_watching_workers", kill_a_worker_meanwhile)
     cfg = CollectConfig(episodes=40, workers=2, chunk_size=1, output=str(tmp_path / "d"))

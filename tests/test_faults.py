@@ -15,36 +15,26 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import BC_TINY, RL_TINY, WM_TINY, as_argv, wait_for
 
 from rlkit.bc import BCConfig, train_bc
 from rlkit.cli.train_bc import main as bc_main
 from rlkit.cli.train_rl import main as rl_main
 from rlkit.cli.train_world_model import main as wm_main
-from rlkit.collect import CollectConfig, collect
 from rlkit.config import parse_config
 from rlkit.planet.storage import load_episode
 from rlkit.planet.train import WorldModelConfig, checkpoints, train_world_model
 from rlkit.rl import RLConfig, newest_checkpoint, train_rl
 from rlkit.rundir import RunInUseError
 
-BC_TINY = ["--hidden", "16", "16", "--batch-size", "128", "--eval-episodes", "0"]
-RL_TINY = [
-    "--algo", "ppo", "--envs", "4", "--n-steps", "32", "--batch-size", "64",
-    "--max-episode-steps", "60", "--eval-episodes", "2", "--eval-every", "0",
-]  # fmt: skip
-WM_TINY = [
-    "--max-episode-steps", "16", "--action-repeat", "2", "--seq-len", "4", "--batch-size", "3",
-    "--train-steps", "2", "--seed-episodes", "2", "--cnn-depth", "2", "--deter-size", "8",
-    "--stoch-size", "4", "--hidden-size", "8", "--plan-horizon", "2", "--candidates", "8",
-    "--top-k", "2", "--cem-iterations", "1", "--eval-every", "0", "--threads", "1",
-    "--loading-workers", "1",
-]  # fmt: skip
+BC = as_argv(BC_TINY)
+RL = ["--algo", "ppo", *as_argv(RL_TINY), "--n-steps", "32", "--eval-every", "0"]
+WM = [*WM_TINY, "--eval-every", "0", "--loading-workers", "1"]
 
 
 @pytest.fixture(autouse=True)
@@ -54,23 +44,6 @@ def _in_tmp(tmp_path: Path, monkeypatch):
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def demos(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("faults") / "demos"
-    collect(CollectConfig(episodes=6, workers=1, max_steps=150, output=str(out)), progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def bc_export(tmp_path_factory, demos) -> Path:
-    out = tmp_path_factory.mktemp("faults") / "bc"
-    train_bc(
-        BCConfig(data=str(demos), output=str(out), epochs=2, hidden=[16, 16], eval_episodes=0),
-        progress=False,
-    )
-    return out
 
 
 def _tool(module: str, *args: str, cwd: Path, **kw) -> subprocess.Popen:
@@ -84,15 +57,6 @@ def _tool(module: str, *args: str, cwd: Path, **kw) -> subprocess.Popen:
     )
 
 
-def _wait_for(cond, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while not cond():
-        if proc.poll() is not None:
-            raise AssertionError(f"exited early ({proc.returncode}): {proc.stderr.read()}")
-        assert time.time() < deadline, "timed out waiting for the event"
-        time.sleep(0.02)
-
-
 def _log_rows(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(path.open())) if path.is_file() else []
 
@@ -100,7 +64,7 @@ def _log_rows(path: Path) -> list[dict[str, str]]:
 # ------------------------------------------------------------- 1: resuming finished runs
 def test_resuming_a_finished_bc_run_is_a_no_op(demos, tmp_path, capsys):
     out = tmp_path / "bc"
-    argv = ["--data", str(demos), "--output", str(out), "--epochs", "2", *BC_TINY]
+    argv = ["--data", str(demos), "--output", str(out), "--epochs", "2", *BC]
     assert bc_main(argv) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     capsys.readouterr()
@@ -117,7 +81,7 @@ def test_rl_killed_after_final_model_completes_only_the_missing_outputs(
 ):
     out = tmp_path / "rl"
     argv = ["--init-from", str(bc_export), "--output", str(out), "--timesteps", "256",
-            "--checkpoint-every", "128", "--critic-warmup", "0", *RL_TINY]  # fmt: skip
+            "--checkpoint-every", "128", "--critic-warmup", "0", *RL]  # fmt: skip
     assert rl_main(argv) == 0
     from stable_baselines3 import PPO
 
@@ -142,7 +106,7 @@ def test_rl_killed_after_final_model_completes_only_the_missing_outputs(
 
 def test_rerunning_a_finished_world_model_does_nothing(tmp_path, capsys):
     data, out = tmp_path / "d", tmp_path / "o"
-    argv = [str(data), str(out), *WM_TINY, "--iterations", "2"]
+    argv = [str(data), str(out), *WM, "--iterations", "2"]
     assert wm_main(argv) == 0
     metrics = (out / "metrics.csv").read_bytes()
     episodes = sorted(p.name for p in data.glob("episode_*.npz"))
@@ -160,7 +124,7 @@ def test_overwrite_replaces_only_rlkit_output(bc_export, demos, tmp_path, capsys
     (foreign / "notes.txt").write_text("keep")
     (foreign / "sub" / "data.bin").write_bytes(b"keep")
     argv = ["--init-from", str(bc_export), "--output", str(foreign), "--timesteps", "64",
-            *RL_TINY, "--overwrite"]  # fmt: skip
+            *RL, "--overwrite"]  # fmt: skip
     assert rl_main(argv) == 1
     err = capsys.readouterr().err
     assert "notes.txt" in err and "sub/" in err and "not train_rl.py output" in err
@@ -170,13 +134,13 @@ def test_overwrite_replaces_only_rlkit_output(bc_export, demos, tmp_path, capsys
     # a file where a run folder should be
     file = tmp_path / "afile"
     file.write_text("keep")
-    assert bc_main(["--data", str(demos), "--output", str(file), *BC_TINY, "--overwrite"]) == 1
+    assert bc_main(["--data", str(demos), "--output", str(file), *BC, "--overwrite"]) == 1
     assert "is a file" in capsys.readouterr().err and file.read_text() == "keep"
     # rlkit's own run is replaced
     own = tmp_path / "bc"
-    base = ["--data", str(demos), "--output", str(own), "--epochs", "1", *BC_TINY]
+    base = ["--data", str(demos), "--output", str(own), "--epochs", "1", *BC]
     assert bc_main(base) == 0
-    assert bc_main([*base[: -len(BC_TINY)], "--epochs", "2", *BC_TINY, "--overwrite"]) == 0
+    assert bc_main([*base[: -len(BC)], "--epochs", "2", *BC, "--overwrite"]) == 0
     assert len(_log_rows(own / "train_log.csv")) == 2
 
 
@@ -185,12 +149,12 @@ def test_a_second_trainer_on_a_busy_run_folder_is_refused_naming_the_holder(demo
     out = tmp_path / "bc"
     proc = _tool(
         "train_bc", "--data", str(demos), "--output", str(out), "--epochs", "100000",
-        "--patience", "100000", *BC_TINY, cwd=tmp_path,
+        "--patience", "100000", *BC, cwd=tmp_path,
     )  # fmt: skip
     try:
-        _wait_for(lambda: (out / "checkpoint.pt").is_file(), proc)
-        cfg = BCConfig(data=str(demos), output=str(out), epochs=100000, hidden=[16, 16],
-                       batch_size=128, eval_episodes=0, patience=100000, resume=True)  # fmt: skip
+        wait_for(lambda: (out / "checkpoint.pt").is_file(), proc)
+        cfg = BCConfig(data=str(demos), output=str(out), epochs=100000, patience=100000,
+                       resume=True, **BC_TINY)  # fmt: skip
         with pytest.raises(RunInUseError, match=f"process {proc.pid} "):
             train_bc(cfg, progress=False)
     finally:
@@ -203,20 +167,20 @@ def test_a_second_trainer_on_a_busy_run_folder_is_refused_naming_the_holder(demo
 
 def test_two_world_models_on_one_output_dir(tmp_path):
     data, out = tmp_path / "d", tmp_path / "o"
-    proc = _tool("train_world_model", str(data), str(out), *WM_TINY, "--iterations", "100000",
+    proc = _tool("train_world_model", str(data), str(out), *WM, "--iterations", "100000",
                  cwd=tmp_path)  # fmt: skip
     try:
-        _wait_for(lambda: bool(checkpoints(out)), proc)
+        wait_for(lambda: bool(checkpoints(out)), proc)
         with pytest.raises(RunInUseError, match=f"process {proc.pid} "):
             train_world_model(
                 parse_config(WorldModelConfig, "world_model", [str(tmp_path / "d2"), str(out),
-                             *WM_TINY]), progress=False,
+                             *WM]), progress=False,
             )  # fmt: skip
         # the episodes are the run's state too: another run may not write them meanwhile
         with pytest.raises(RunInUseError, match=f"process {proc.pid} "):
             train_world_model(
                 parse_config(WorldModelConfig, "world_model", [str(data), str(tmp_path / "o2"),
-                             *WM_TINY]), progress=False,
+                             *WM]), progress=False,
             )  # fmt: skip
     finally:
         proc.kill()
@@ -228,10 +192,10 @@ def test_two_world_models_on_one_output_dir(tmp_path):
 def test_bc_log_survives_sigkill_and_resume_continues_it(demos, tmp_path, capsys):
     out = tmp_path / "bc"
     args = ["--data", str(demos), "--output", str(out), "--epochs", "100000",
-            "--patience", "100000", *BC_TINY]  # fmt: skip
+            "--patience", "100000", *BC]  # fmt: skip
     proc = _tool("train_bc", *args, cwd=tmp_path)
     try:
-        _wait_for(lambda: len(_log_rows(out / "train_log.csv")) >= 3, proc)
+        wait_for(lambda: len(_log_rows(out / "train_log.csv")) >= 3, proc)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -273,7 +237,7 @@ def test_a_full_disk_leaves_no_temporary_file_and_the_rerun_recovers(demos, tmp_
 
 def test_a_damaged_bc_checkpoint_is_skipped_with_a_warning(demos, tmp_path, capsys):
     out = tmp_path / "bc"
-    argv = ["--data", str(demos), "--output", str(out), "--epochs", "3", *BC_TINY]
+    argv = ["--data", str(demos), "--output", str(out), "--epochs", "3", *BC]
     assert bc_main(argv) == 0
     data = (out / "checkpoint.pt").read_bytes()
     (out / "checkpoint.pt").write_bytes(data[: len(data) // 2])
@@ -288,7 +252,7 @@ def test_a_damaged_bc_checkpoint_is_skipped_with_a_warning(demos, tmp_path, caps
 # ------------------------------------------------------------- 8: failed starts
 def test_a_failed_start_leaves_no_run_behind(demos, tmp_path, capsys):
     out = tmp_path / "bc"
-    base = ["--data", str(demos), "--output", str(out), "--epochs", "1", *BC_TINY]
+    base = ["--data", str(demos), "--output", str(out), "--epochs", "1", *BC]
     with pytest.raises(SystemExit) as e:
         bc_main([*base, "--seed", "-1"])
     assert e.value.code == 2 and not out.exists()
@@ -305,7 +269,7 @@ def test_a_failed_start_leaves_no_run_behind(demos, tmp_path, capsys):
 # ------------------------------------------------------------- 9: identical WM resume
 def test_world_model_killed_between_an_episode_and_its_checkpoint_resumes_identically(tmp_path):
     def cfg(d: str, o: str) -> WorldModelConfig:
-        argv = [str(tmp_path / d), str(tmp_path / o), *WM_TINY, "--iterations", "3"]
+        argv = [str(tmp_path / d), str(tmp_path / o), *WM, "--iterations", "3"]
         return parse_config(WorldModelConfig, "world_model", argv)
 
     train_world_model(cfg("d1", "o1"), progress=False)
@@ -334,7 +298,7 @@ def test_world_model_killed_between_an_episode_and_its_checkpoint_resumes_identi
 # ------------------------------------------------------------- 5: env.json
 def test_world_model_never_writes_env_json_over_episodes_of_another_env(tmp_path, capsys):
     data = tmp_path / "d"
-    small = [a for a in WM_TINY if a not in ()]  # racing frames, 2-dim actions
+    small = WM  # racing frames, 2-dim actions
     assert wm_main([str(data), str(tmp_path / "o"), "--env", "racing", *small,
                     "--iterations", "1"]) == 0  # fmt: skip
     (data / "env.json").unlink()
@@ -356,20 +320,20 @@ def test_ctrl_c_prints_one_line_and_exits_130(tool, demos, bc_export, tmp_path):
     out = tmp_path / "run"
     if tool == "train_bc":
         args = ["--data", str(demos), "--output", str(out), "--epochs", "100000",
-                "--patience", "100000", *BC_TINY]  # fmt: skip
+                "--patience", "100000", *BC]  # fmt: skip
         saved = lambda: (out / "checkpoint.pt").is_file()  # noqa: E731
     elif tool == "train_rl":
         args = ["--init-from", str(bc_export), "--output", str(out), "--timesteps",
-                "10000000", "--checkpoint-every", "128", *RL_TINY, "--vec", "subproc",
+                "10000000", "--checkpoint-every", "128", *RL, "--vec", "subproc",
                 "--envs", "2"]  # fmt: skip
         saved = lambda: newest_checkpoint(out) is not None  # noqa: E731
     else:
-        args = [str(tmp_path / "d"), str(out), *WM_TINY, "--iterations", "100000"]
+        args = [str(tmp_path / "d"), str(out), *WM, "--iterations", "100000"]
         saved = lambda: bool(checkpoints(out))  # noqa: E731
     # its own process group, like a shell job: Ctrl-C signals the tool and its workers
     proc = _tool(tool, *args, cwd=tmp_path, start_new_session=True)
     try:
-        _wait_for(saved, proc)
+        wait_for(saved, proc)
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -418,7 +382,7 @@ def test_nan_stats_stop_bc_naming_the_file_and_feature(demos, tmp_path, capsys):
     stats = json.loads((data / "meta" / "stats.json").read_text())
     stats["observation.state"]["std"][0] = float("nan")
     (data / "meta" / "stats.json").write_text(json.dumps(stats))
-    assert bc_main(["--data", str(data), "--output", str(tmp_path / "o"), *BC_TINY]) == 1
+    assert bc_main(["--data", str(data), "--output", str(tmp_path / "o"), *BC]) == 1
     err = capsys.readouterr().err
     assert "meta/stats.json" in err and "observation.state" in err and "NaN" in err
     assert not (tmp_path / "o").exists()
@@ -431,7 +395,7 @@ def test_outputs_follow_the_umask_and_the_rl_bar_ends_at_its_total(bc_export, tm
         out = tmp_path / "rl"
         cfg = parse_config(
             RLConfig, "rl", ["--init-from", str(bc_export), "--output", str(out),
-                             "--timesteps", "300", *RL_TINY],
+                             "--timesteps", "300", *RL],
         )  # fmt: skip
         train_rl(cfg, progress=True)  # PPO rolls out 4 x 32 = 128 steps at a time: 384 > 300
     finally:

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_merge import Spec, build
+from conftest import Spec, build
 
 import rlkit
 from rlkit.cli.collect_demonstrations import main as collect_main

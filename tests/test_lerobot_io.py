@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import INDEX_KEYS, Spec, build
 
 from rlkit.lerobot import (
     DatasetReader,
@@ -28,7 +29,6 @@ FPS = 20
 STATE_DIM = 5
 LENGTHS = [7, 12, 7, 3, 9]  # equal lengths not adjacent: exercises both stats code paths
 TASKS = ["pick the cube", "drive the lap"]
-INDEX_KEYS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 QUANTILE_KEYS = ("q01", "q10", "q50", "q90", "q99")
 
 
@@ -320,66 +320,11 @@ def test_rollover_into_files_and_chunks_round_trips(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- v2.1 / v2.0 input
-def write_v21(root: Path, lengths: list[int], seed: int = 5) -> dict[str, np.ndarray]:
-    """A v2.1 dataset as pandas writes it: list<double> vectors, one parquet per episode."""
-    rng = np.random.default_rng(seed)
-    (root / "meta").mkdir(parents=True)
-    states, actions, ep_lines, stat_lines = [], [], [], []
-    offset = 0
-    for ep, n in enumerate(lengths):
-        state = rng.standard_normal((n, 3)).astype(np.float32).astype(np.float64)
-        action = rng.standard_normal((n, 2)).astype(np.float32).astype(np.float64)
-        df = pd.DataFrame(
-            {
-                "observation.state": list(state),
-                "action": list(action),
-                "timestamp": np.arange(n, dtype=np.float32) / np.float32(10),
-                "frame_index": np.arange(n),
-                "episode_index": np.full(n, ep),
-                "index": np.arange(offset, offset + n),
-                "task_index": np.zeros(n, dtype=np.int64),
-            }
-        )
-        path = root / f"data/chunk-000/episode_{ep:06d}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        df.to_parquet(path)
-        states.append(state)
-        actions.append(action)
-        ep_lines.append({"episode_index": ep, "tasks": ["stack"], "length": n})
-        ep_stats = {
-            k: {s: v.tolist() for s, v in compute_stats(a, quantiles=False).items()}
-            for k, a in (("observation.state", state), ("action", action))
-        }
-        stat_lines.append({"episode_index": ep, "stats": ep_stats})
-        offset += n
-    jsonl = "\n".join
-    (root / "meta/episodes.jsonl").write_text(jsonl(json.dumps(x) for x in ep_lines) + "\n")
-    (root / "meta/tasks.jsonl").write_text(json.dumps({"task_index": 0, "task": "stack"}) + "\n")
-    (root / "meta/episodes_stats.jsonl").write_text(jsonl(json.dumps(x) for x in stat_lines))
-    scalar = {"shape": [1], "names": None}
-    info = {
-        "codebase_version": "v2.1", "robot_type": "arm", "total_episodes": len(lengths),
-        "total_frames": sum(lengths), "total_tasks": 1, "total_videos": 0, "total_chunks": 1,
-        "chunks_size": 1000, "fps": 10, "splits": {"train": f"0:{len(lengths)}"},
-        "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
-        "video_path": None,
-        "features": {
-            "observation.state": {
-                "dtype": "float32", "shape": [3], "names": {"motors": ["a", "b", "c"]},
-            },
-            "action": {"dtype": "float32", "shape": [2], "names": [["x", "y"]]},
-            "timestamp": {"dtype": "float32", **scalar},
-            **{k: {"dtype": "int64", **scalar} for k in INDEX_KEYS[1:]},
-        },
-    }  # fmt: skip
-    (root / "meta/info.json").write_text(json.dumps(info))
-    return {"observation.state": np.concatenate(states), "action": np.concatenate(actions)}
-
-
 def test_reads_hand_built_v21(tmp_path: Path) -> None:
     lengths = [6, 11, 4]
-    root = tmp_path / "v21"
-    expected = write_v21(root, lengths)
+    root = tmp_path / "v21"  # pandas-written list<double> vectors, one parquet per episode
+    names = {"observation.state": {"motors": ["a", "b", "c"]}, "action": [["x", "y"]]}
+    expected = build(root, "v2.1", Spec(lengths=lengths, names=names, seed=5))["cols"]
     assert pq.read_schema(root / "data/chunk-000/episode_000000.parquet").field(
         "observation.state"
     ).type == pa.list_(pa.float64())

@@ -1,16 +1,13 @@
 """Tests for rlkit.lerobot.merge and merge_lerobot_dataset.py: real datasets on disk, no mocks.
 
-Sources are written by hand in the v2.1 layout (pandas-written ``list<double>`` vectors, one
-parquet per episode, ``episodes_stats.jsonl``, per-episode mp4) and the v3.0 layout
-(``fixed_size_list`` vectors, several episodes per file, ``stats/*`` columns, one mp4 holding
-several episodes), and with rlkit's own writer. Videos are real (tiny) mp4 files made with PyAV.
+Sources are written by hand in the v2.1 and v3.0 layouts (``conftest.build``, with real tiny
+mp4 videos) and with rlkit's own writer.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import FPS, IMAGE_KEY, VIDEO_KEY, Spec, build
 
 from rlkit.cli.merge_lerobot_dataset import main as merge_main
 from rlkit.lerobot import (
@@ -32,255 +30,6 @@ from rlkit.lerobot import (
 from rlkit.lerobot.merge import MergeConfig, merge, summary_text
 from rlkit.lerobot.merge.features import _extend_names
 from rlkit.lerobot.stats import QUANTILES
-
-FPS = 10
-INDEX_KEYS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
-VIDEO_KEY = "observation.images.cam"
-IMAGE_KEY = "observation.images.wrist"
-
-
-# ----------------------------------------------------------------------------- builders
-@dataclass
-class Spec:
-    """A synthetic source: episode lengths, vector dims, tasks, optional image/video."""
-
-    lengths: list[int]
-    dims: dict[str, int] = field(default_factory=lambda: {"observation.state": 3, "action": 2})
-    tasks: list[str] = field(default_factory=lambda: ["stack"])
-    episode_tasks: list[list[int]] | None = None  # per episode; several = multi-task episode
-    names: dict[str, Any] = field(default_factory=dict)
-    image_shape: list[int] | None = None  # adds an `image` feature stored in the parquet
-    video: bool = False  # adds a `video` feature with real mp4 files
-    fps: int = FPS
-    seed: int = 0
-
-
-def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
-    """Encode ``(n, H, W, 3)`` uint8 frames as an mp4 (mpeg4: in every PyAV build)."""
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as c:
-        stream = c.add_stream("mpeg4", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(packet)
-        for packet in stream.encode():
-            c.mux(packet)
-
-
-def _video_frames(seed: int, episode: int, n: int) -> np.ndarray:
-    level = (37 * seed + 53 * episode) % 200 + 20  # a distinct grey per (source, episode)
-    return np.full((n, 16, 16, 3), level, dtype=np.uint8)
-
-
-def build(root: Path, version: str, spec: Spec) -> dict[str, Any]:
-    """Write a source dataset by hand; return its ground truth (columns, tasks per row, ...)."""
-    rng = np.random.default_rng(spec.seed)
-    n_eps, n = len(spec.lengths), sum(spec.lengths)
-    bounds = np.concatenate([[0], np.cumsum(spec.lengths)]).astype(np.int64)
-    ep_tasks = spec.episode_tasks or [[0]] * n_eps
-    cols: dict[str, np.ndarray] = {
-        k: (rng.standard_normal((n, d)) * (1 + spec.seed) + spec.seed).astype(np.float32)
-        for k, d in spec.dims.items()
-    }
-    frame_index = np.concatenate([np.arange(m) for m in spec.lengths]).astype(np.int64)
-    task_index = np.concatenate(
-        [
-            np.array(ep_tasks[e])[np.arange(m) * len(ep_tasks[e]) // m]
-            for e, m in enumerate(spec.lengths)
-        ]
-    ).astype(np.int64)
-    cols |= {
-        "timestamp": (frame_index / spec.fps).astype(np.float32),
-        "frame_index": frame_index,
-        "episode_index": np.repeat(np.arange(n_eps), spec.lengths).astype(np.int64),
-        "index": np.arange(n, dtype=np.int64),
-        "task_index": task_index,
-    }
-    images = [bytes(rng.integers(0, 256, 12, dtype=np.uint8)) for _ in range(n)]
-    img_stats = {  # made-up per-episode image stats, (3,1,1) in [0,1]; pixels are not decoded
-        "mean": rng.uniform(0.2, 0.8, (n_eps, 3, 1, 1)),
-        "std": rng.uniform(0.05, 0.2, (n_eps, 3, 1, 1)),
-        "min": np.zeros((n_eps, 3, 1, 1)),
-        "max": np.ones((n_eps, 3, 1, 1)),
-        "count": np.array(spec.lengths, dtype=np.int64)[:, None],
-    }
-    features: dict[str, Any] = {
-        k: {"dtype": "float32", "shape": [d], "names": spec.names.get(k)}
-        for k, d in spec.dims.items()
-    }
-    if spec.image_shape:
-        names = ["channels", "height", "width"] if spec.image_shape[0] == 3 else None
-        features[IMAGE_KEY] = {"dtype": "image", "shape": spec.image_shape, "names": names}
-    if spec.video:
-        features[VIDEO_KEY] = {
-            "dtype": "video",
-            "shape": [16, 16, 3],
-            "names": ["height", "width", "channel"],
-            "info": {"video.fps": spec.fps, "video.codec": "mpeg4", "video.pix_fmt": "yuv420p"},
-        }
-    features |= {"timestamp": {"dtype": "float32", "shape": [1], "names": None}}
-    features |= {k: {"dtype": "int64", "shape": [1], "names": None} for k in INDEX_KEYS[1:]}
-    visual = [k for k in (IMAGE_KEY, VIDEO_KEY) if k in features]
-    tabular = [k for k in features if k not in visual]
-
-    def ep_stats(e: int) -> dict[str, dict[str, np.ndarray]]:
-        out = {k: compute_stats(cols[k][bounds[e] : bounds[e + 1]]) for k in tabular}
-        for k in visual:
-            out[k] = {s: v[e] for s, v in img_stats.items()}
-        return out
-
-    (root / "meta").mkdir(parents=True)
-    info: dict[str, Any] = {
-        "codebase_version": version,
-        "robot_type": "arm",
-        "total_episodes": n_eps,
-        "total_frames": n,
-        "total_tasks": len(spec.tasks),
-        "chunks_size": 1000,
-        "fps": spec.fps,
-        "splits": {"train": f"0:{n_eps}"},
-        "features": features,
-    }
-    if version == "v2.1":
-        for e in range(n_eps):
-            lo, hi = bounds[e], bounds[e + 1]
-            df = pd.DataFrame(
-                {k: list(cols[k][lo:hi].astype(np.float64)) for k in spec.dims}
-                | {k: cols[k][lo:hi] for k in INDEX_KEYS}
-            )
-            if spec.image_shape:
-                df[IMAGE_KEY] = [{"bytes": b, "path": None} for b in images[lo:hi]]
-            path = root / f"data/chunk-000/episode_{e:06d}.parquet"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            df.to_parquet(path)  # pandas: list<double> vectors, no huggingface metadata
-            if spec.video:
-                write_mp4(
-                    root / f"videos/chunk-000/{VIDEO_KEY}/episode_{e:06d}.mp4",
-                    _video_frames(spec.seed, e, hi - lo),
-                    spec.fps,
-                )
-        lines = [
-            {"episode_index": e, "tasks": [spec.tasks[t] for t in ep_tasks[e]], "length": m}
-            for e, m in enumerate(spec.lengths)
-        ]
-        (root / "meta/episodes.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-        tasks = [{"task_index": i, "task": t} for i, t in enumerate(spec.tasks)]
-        (root / "meta/tasks.jsonl").write_text("".join(json.dumps(x) + "\n" for x in tasks))
-        st_lines = [
-            {
-                "episode_index": e,
-                "stats": {
-                    k: {s: np.asarray(v).tolist() for s, v in st.items() if s not in QUANTILES}
-                    for k, st in ep_stats(e).items()
-                },
-            }
-            for e in range(n_eps)
-        ]
-        (root / "meta/episodes_stats.jsonl").write_text(
-            "".join(json.dumps(x) + "\n" for x in st_lines)
-        )
-        info |= {
-            "total_videos": n_eps if spec.video else 0,
-            "total_chunks": 1,
-            "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
-            "video_path": (
-                "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
-                if spec.video
-                else None
-            ),
-        }
-    else:
-        arrays = {
-            k: pa.FixedSizeListArray.from_arrays(cols[k].reshape(-1), d)
-            for k, d in spec.dims.items()
-        } | {k: pa.array(cols[k]) for k in INDEX_KEYS}
-        if spec.image_shape:
-            arrays[IMAGE_KEY] = pa.array(
-                [{"bytes": b, "path": None} for b in images],
-                type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
-            )
-        hf = {
-            k: {"feature": {"dtype": "float32", "_type": "Value"}, "length": d, "_type": "Sequence"}
-            for k, d in spec.dims.items()
-        }
-        table = pa.table(arrays).replace_schema_metadata(
-            {"huggingface": json.dumps({"info": {"features": hf}})}
-        )
-        # two data files: episodes [0, half) and [half, E), one row group per episode
-        half = max(1, n_eps // 2)
-        file_of = np.array([0 if e < half else 1 for e in range(n_eps)])
-        for f in sorted(set(file_of.tolist())):
-            path = root / f"data/chunk-000/file-{f:03d}.parquet"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            eps = np.flatnonzero(file_of == f)
-            with pq.ParquetWriter(path, table.schema) as w:
-                for e in eps:
-                    w.write_table(table.slice(bounds[e], spec.lengths[e]))
-        ep_cols: dict[str, Any] = {
-            "episode_index": np.arange(n_eps),
-            "tasks": [[spec.tasks[t] for t in ep_tasks[e]] for e in range(n_eps)],
-            "length": np.array(spec.lengths),
-            "data/chunk_index": np.zeros(n_eps, dtype=np.int64),
-            "data/file_index": file_of,
-            "dataset_from_index": bounds[:-1],
-            "dataset_to_index": bounds[1:],
-        }
-        if spec.video:  # one mp4 per data file, its episodes back to back
-            t_from = np.zeros(n_eps)
-            for f in sorted(set(file_of.tolist())):
-                eps = np.flatnonzero(file_of == f)
-                frames = np.concatenate([_video_frames(spec.seed, e, spec.lengths[e]) for e in eps])
-                write_mp4(root / f"videos/{VIDEO_KEY}/chunk-000/file-{f:03d}.mp4", frames, spec.fps)
-                starts = np.concatenate([[0], np.cumsum([spec.lengths[e] for e in eps])[:-1]])
-                t_from[eps] = starts / spec.fps
-            ep_cols |= {
-                f"videos/{VIDEO_KEY}/chunk_index": np.zeros(n_eps, dtype=np.int64),
-                f"videos/{VIDEO_KEY}/file_index": file_of,
-                f"videos/{VIDEO_KEY}/from_timestamp": t_from,
-                f"videos/{VIDEO_KEY}/to_timestamp": t_from + np.array(spec.lengths) / spec.fps,
-            }
-        all_stats = [ep_stats(e) for e in range(n_eps)]
-        ep_table = pa.table(ep_cols)
-        for k in all_stats[0]:
-            for s in all_stats[0][k]:
-                values = [np.asarray(st[k][s]).tolist() for st in all_stats]
-                ep_table = ep_table.append_column(f"stats/{k}/{s}", pa.array(values))
-        path = root / "meta/episodes/chunk-000/file-000.parquet"
-        path.parent.mkdir(parents=True)
-        pq.write_table(ep_table, path)
-        pd.DataFrame(
-            {"task_index": np.arange(len(spec.tasks))}, index=pd.Index(spec.tasks, name="task")
-        ).to_parquet(root / "meta/tasks.parquet")
-        stats = {k: aggregate_stats([st[k] for st in all_stats]) for k in all_stats[0]}
-        (root / "meta/stats.json").write_text(
-            json.dumps(
-                {k: {s: np.asarray(v).tolist() for s, v in st.items()} for k, st in stats.items()}
-            )
-        )
-        info |= {
-            "data_files_size_in_mb": 100,
-            "video_files_size_in_mb": 500,
-            "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
-            "video_path": (
-                "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
-                if spec.video
-                else None
-            ),
-        }
-    (root / "meta/info.json").write_text(json.dumps(info, indent=4))
-    return {
-        "cols": cols,
-        "bounds": bounds,
-        "row_tasks": [spec.tasks[t] for t in task_index],
-        "ep_tasks": [[spec.tasks[t] for t in ts] for ts in ep_tasks],
-        "images": images,
-        "img_stats": img_stats,
-        "spec": spec,
-    }
 
 
 def padded(x: np.ndarray, dim: int) -> np.ndarray:

@@ -11,16 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import PIPELINE_TINY
 
 from rlkit.pipeline import STAGES, PipelineError, derive_workers, route_passthrough
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "train_optimized.sh"
 # Tiny sizes for every stage, passed through after -- (each flag reaches the stages that have it).
-TINY = [
-    "--episodes", "3", "--max-steps", "100", "--epochs", "2", "--eval-episodes", "2",
-    "--max-episode-steps", "100", "--n-steps", "32", "--eval-every", "512",
-]  # fmt: skip
+TINY = [*PIPELINE_TINY, "--eval-every", "512"]
 
 
 def _env(**extra: str) -> dict[str, str]:

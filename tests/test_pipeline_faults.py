@@ -16,15 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import PIPELINE_TINY
 
 from rlkit.pipeline import STAGES, Plan, main, stage_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "train_optimized.sh"
-TINY = [
-    "--episodes", "3", "--max-steps", "100", "--epochs", "2", "--eval-episodes", "2",
-    "--max-episode-steps", "100", "--n-steps", "32", "--eval-every", "256",
-]  # fmt: skip
+TINY = [*PIPELINE_TINY, "--eval-every", "256"]
 #: BC that trains until it is stopped (early stopping off), silent for ~13 s per epoch on
 #: 2 cores (batches of 1 over 20,000 frames): a stage that prints nothing, so nothing but
 #: the pipeline's own care (not a broken pipe) can stop it when the pipeline dies.

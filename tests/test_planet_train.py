@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import WM_TINY
 
 from rlkit.cli.train_world_model import main
 from rlkit.config import parse_config
@@ -17,28 +18,9 @@ from rlkit.planet.envs import make_pixel_env, render_pendulum
 from rlkit.planet.storage import EpisodeStorage, load_episode
 from rlkit.planet.train import WorldModelConfig, checkpoints, train_world_model
 
-TINY = [
-    "--max-episode-steps", "16",  # 8 actions per episode with action_repeat 2
-    "--action-repeat", "2",
-    "--seq-len", "4",
-    "--batch-size", "3",
-    "--train-steps", "2",
-    "--seed-episodes", "2",
-    "--cnn-depth", "2",
-    "--deter-size", "8",
-    "--stoch-size", "3",
-    "--hidden-size", "8",
-    "--plan-horizon", "3",
-    "--candidates", "8",
-    "--top-k", "2",
-    "--cem-iterations", "2",
-    "--threads", "1",
-    "--no-tensorboard",
-]  # fmt: skip
-
 
 def cfg_of(data: Path, out: Path, *extra: str) -> WorldModelConfig:
-    return parse_config(WorldModelConfig, "world_model", [str(data), str(out), *TINY, *extra])
+    return parse_config(WorldModelConfig, "world_model", [str(data), str(out), *WM_TINY, *extra])
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +59,7 @@ def test_pendulum_frames_are_deterministic_per_seed() -> None:
 
 def test_cli_runs_collects_and_writes_every_output(tmp_path: Path, capsys) -> None:
     data, out = tmp_path / "data", tmp_path / "run"
-    rc = main([str(data), str(out), *TINY, "--iterations", "2", "--eval-every", "1"])
+    rc = main([str(data), str(out), *WM_TINY, "--iterations", "2", "--eval-every", "1"])
     assert rc == 0
     assert "iterations      2" in capsys.readouterr().out
     eps = sorted(data.glob("episode_*.npz"))
@@ -164,7 +146,7 @@ def test_sigkill_mid_run_leaves_no_corrupt_file(tmp_path: Path) -> None:
 
     data, out = tmp_path / "d", tmp_path / "o"
     script = Path(__file__).resolve().parents[1] / "train_world_model.py"
-    cmd = [sys.executable, str(script), str(data), str(out), *TINY, "--iterations", "1000"]
+    cmd = [sys.executable, str(script), str(data), str(out), *WM_TINY, "--iterations", "1000"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
@@ -246,7 +228,7 @@ def test_bad_input_corrupt_files_warn_and_unwritable_output_fails(tmp_path: Path
     assert "episode_000000.npz" in caplog.text and r.episodes == 3  # 2 seed + 1 planner
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    rc = main([str(tmp_path / "d"), str(blocker / "run"), *TINY, "--iterations", "1"])
+    rc = main([str(tmp_path / "d"), str(blocker / "run"), *WM_TINY, "--iterations", "1"])
     assert rc == 1
 
 

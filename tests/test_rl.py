@@ -8,55 +8,32 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import DEMO_EPISODES, DEMO_STEPS, RL_TINY, as_argv, wait_for
 
-from rlkit.bc import BCConfig, train_bc
 from rlkit.cli.train_rl import main
-from rlkit.collect import CollectConfig, collect
 from rlkit.policy import BCPolicy
 from rlkit.rl import RLConfig, newest_checkpoint, train_rl
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = {
-    "envs": 4,
-    "max_episode_steps": 100,
-    "eval_episodes": 2,
-    "batch_size": 64,
-    "buffer_size": 5000,
-}
 
 
-@pytest.fixture(scope="module")
-def bc_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rl")
-    demos = root / "demos"
-    collect(CollectConfig(episodes=4, workers=1, max_steps=100, output=str(demos)), progress=False)
-    bc = root / "bc"
-    train_bc(
-        BCConfig(data=str(demos), output=str(bc), epochs=3, hidden=[32, 32], eval_episodes=0),
-        progress=False,
-    )
-    return demos, bc
-
-
-def test_sac_from_bc_writes_every_output(bc_run, tmp_path):
-    demos, bc = bc_run
+def test_sac_from_bc_writes_every_output(demos, bc_export, tmp_path):
     out = tmp_path / "sac"
     cfg = RLConfig(
         algo="sac",
         timesteps=400,
-        init_from=str(bc),
+        init_from=str(bc_export),
         demos=str(demos),
         output=str(out),
         eval_every=200,
         checkpoint_every=200,
         critic_warmup=100,
-        **SMALL,
+        **RL_TINY,
     )
     res = train_rl(cfg, progress=False)
     assert res.timesteps == 400
@@ -79,64 +56,61 @@ def test_sac_from_bc_writes_every_output(bc_run, tmp_path):
     assert (ckpt / "replay_buffer.pkl").is_file()
 
 
-def test_critic_warmup_keeps_the_bc_actor_frozen(bc_run, tmp_path):
+def test_critic_warmup_keeps_the_bc_actor_frozen(demos, bc_export, tmp_path):
     from stable_baselines3 import SAC
 
-    demos, bc = bc_run
     out = tmp_path / "frozen"
     cfg = RLConfig(
         algo="sac",
         timesteps=200,
-        init_from=str(bc),
+        init_from=str(bc_export),
         demos=str(demos),
         output=str(out),
         critic_warmup=10_000,
         checkpoint_every=0,
         eval_every=0,
-        **SMALL,
+        **RL_TINY,
     )
     train_rl(cfg, progress=False)
     model = SAC.load(str(out / "final_model.zip"), device="cpu")
     obs = np.random.default_rng(0).uniform(0, 1, (16, 21)).astype(np.float32)
     np.testing.assert_allclose(
         model.predict(obs, deterministic=True)[0],
-        BCPolicy.load(bc / "bc_policy.pt").act(obs),
+        BCPolicy.load(bc_export / "bc_policy.pt").act(obs),
         atol=2e-5,
     )
 
 
 @pytest.mark.parametrize(("algo", "vec"), [("ppo", "dummy"), ("td3", "subproc")])
-def test_other_algorithms_and_vec_envs_train(bc_run, tmp_path, algo, vec):
-    _, bc = bc_run
+def test_other_algorithms_and_vec_envs_train(bc_export, tmp_path, algo, vec):
     out = tmp_path / algo
     cfg = RLConfig(
         algo=algo,
         vec=vec,
         timesteps=256,
         n_steps=32,
-        init_from=str(bc),
+        init_from=str(bc_export),
         output=str(out),
         eval_every=0,
         checkpoint_every=128,
-        **{**SMALL, "envs": 2},
+        **{**RL_TINY, "envs": 2},
     )
     res = train_rl(cfg, progress=False)
     assert res.timesteps >= 256
     assert (out / "final_model.zip").is_file() and newest_checkpoint(out) is not None
 
 
-def test_resume_continues_with_the_replay_buffer(bc_run, tmp_path):
+def test_resume_continues_with_the_replay_buffer(bc_export, tmp_path):
     from stable_baselines3 import SAC
 
-    _, bc = bc_run
     out = tmp_path / "run"
     base = {
         "algo": "sac",
-        "init_from": str(bc),
+        "init_from": str(bc_export),
         "output": str(out),
         "eval_every": 100,
         "checkpoint_every": 100,
-        **SMALL,
+        **RL_TINY,
     }
     train_rl(RLConfig(timesteps=200, **base), progress=False)
     res = train_rl(RLConfig(timesteps=400, resume=True, **base), progress=False)
@@ -150,41 +124,22 @@ def test_resume_continues_with_the_replay_buffer(bc_run, tmp_path):
     assert model.replay_buffer.size() * 4 == 400  # 4 envs: every transition kept
 
 
-def test_sigkill_at_any_moment_resumes_from_the_last_checkpoint(bc_run, tmp_path):
-    _, bc = bc_run
+def test_sigkill_at_any_moment_resumes_from_the_last_checkpoint(bc_export, tmp_path):
     out = tmp_path / "killed"
-    args = [
-        "--algo",
-        "sac",
-        "--init-from",
-        str(bc),
-        "--output",
-        str(out),
-        "--envs",
-        "4",
-        "--max-episode-steps",
-        "100",
-        "--eval-every",
-        "0",
-        "--eval-episodes",
-        "2",
-        "--checkpoint-every",
-        "200",
-        "--batch-size",
-        "64",
-        "--buffer-size",
-        "5000",
-    ]
+    args = ["--algo", "sac", "--init-from", str(bc_export), "--output", str(out),
+            *as_argv(RL_TINY), "--eval-every", "0", "--checkpoint-every", "200"]  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "train_rl.py"), *args, "--timesteps", "100000"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def saved_400() -> bool:  # the kill comes after the checkpoint at step 400, at any moment
+        ckpt = newest_checkpoint(out)
+        return ckpt is not None and int(ckpt.name[5:]) >= 400
+
     try:
-        deadline = time.time() + 120
-        while newest_checkpoint(out) is None or int(newest_checkpoint(out).name[5:]) < 400:
-            assert proc.poll() is None and time.time() < deadline
-            time.sleep(0.2)
+        wait_for(saved_400, proc)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -197,21 +152,20 @@ def test_sigkill_at_any_moment_resumes_from_the_last_checkpoint(bc_run, tmp_path
     assert newest_checkpoint(out).name == f"step_{step + 200}"
 
 
-def test_eval_only_and_video(bc_run, tmp_path, capsys):
+def test_eval_only_and_video(bc_export, tmp_path, capsys):
     import av
     from PIL import Image
 
-    _, bc = bc_run
     out = tmp_path / "run"
     train_rl(
         RLConfig(
             algo="td3",
             timesteps=64,
-            init_from=str(bc),
+            init_from=str(bc_export),
             output=str(out),
             eval_every=0,
             checkpoint_every=0,
-            **SMALL,
+            **RL_TINY,
         ),
         progress=False,
     )
@@ -242,7 +196,7 @@ def test_eval_only_and_video(bc_run, tmp_path, capsys):
     assert "not a saved SAC model" in capsys.readouterr().err
 
 
-def test_bad_inputs(bc_run, tmp_path, capsys):
+def test_bad_inputs(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--algo", "dqn"])
     assert e.value.code == 2
@@ -253,18 +207,17 @@ def test_bad_inputs(bc_run, tmp_path, capsys):
     assert not (tmp_path / "none").exists()
 
 
-def test_checkpoint_from_another_algorithm_is_refused(bc_run, tmp_path, capsys):
-    _, bc = bc_run
+def test_checkpoint_from_another_algorithm_is_refused(bc_export, tmp_path, capsys):
     out = tmp_path / "run"
     train_rl(
         RLConfig(
             algo="sac",
             timesteps=100,
-            init_from=str(bc),
+            init_from=str(bc_export),
             output=str(out),
             eval_every=0,
             checkpoint_every=100,
-            **SMALL,
+            **RL_TINY,
         ),
         progress=False,
     )
@@ -273,37 +226,39 @@ def test_checkpoint_from_another_algorithm_is_refused(bc_run, tmp_path, capsys):
     assert "made by SAC" in capsys.readouterr().err
 
 
-def test_threads_setting_is_applied(bc_run, tmp_path):
-    _, bc = bc_run
+def test_threads_setting_is_applied(bc_export, tmp_path):
     train_rl(
         RLConfig(
             algo="td3",
             timesteps=32,
-            init_from=str(bc),
+            init_from=str(bc_export),
             output=str(tmp_path / "t"),
             eval_every=0,
             checkpoint_every=0,
             threads=1,
-            **SMALL,
+            **RL_TINY,
         ),
         progress=False,
     )
     assert torch.get_num_threads() == 1
 
 
-def test_demo_prefill_fills_the_replay_buffer_with_consistent_transitions(bc_run):
+def test_demo_prefill_fills_the_replay_buffer_with_consistent_transitions(demos):
     from stable_baselines3 import SAC
 
     from rlkit.envs import RacingVecEnv
     from rlkit.lerobot import DatasetReader
     from rlkit.rl import prefill_demos
 
-    demos, _ = bc_run
     model = SAC("MlpPolicy", RacingVecEnv(4, max_episode_steps=100), buffer_size=1000, device="cpu")
     n = prefill_demos(model, str(demos), model.get_env().config)
     cols = DatasetReader(demos).load_columns(["observation.state", "action", "episode_index"])
-    # 4 episodes of 100 steps, all cut by the time limit: their last frames are dropped.
-    assert n == 4 * 99 - (4 * 99) % 4 and model.replay_buffer.pos == n // 4
+    # DEMO_EPISODES episodes of DEMO_STEPS steps, all cut by the time limit: their last
+    # frames are dropped (and the buffer takes whole rows of 4 envs).
+    lengths = np.bincount(cols["episode_index"])
+    assert lengths.tolist() == [DEMO_STEPS] * DEMO_EPISODES
+    kept = DEMO_EPISODES * (DEMO_STEPS - 1)
+    assert n == kept - kept % 4 and model.replay_buffer.pos == n // 4
     buf = model.replay_buffer
     np.testing.assert_array_equal(buf.observations[0, 1], cols["observation.state"][1])
     np.testing.assert_array_equal(buf.next_observations[0, 1], cols["observation.state"][2])
@@ -311,8 +266,7 @@ def test_demo_prefill_fills_the_replay_buffer_with_consistent_transitions(bc_run
     assert buf.dones[: buf.pos].sum() == 0  # no crash in the demos, no fake terminals
 
 
-def test_demo_features_are_named_like_in_bc(bc_run, tmp_path, capsys):
-    demos, _ = bc_run
+def test_demo_features_are_named_like_in_bc(demos, tmp_path, capsys):
     argv = ["--algo", "sac", "--demos", str(demos), "--output", str(tmp_path / "o"),
             "--envs", "2", "--timesteps", "64", "--max-episode-steps", "100"]  # fmt: skip
     assert main([*argv, "--obs-key", "state"]) == 1
@@ -321,21 +275,20 @@ def test_demo_features_are_named_like_in_bc(bc_run, tmp_path, capsys):
     assert "do not match the env" in capsys.readouterr().err
 
 
-def test_tensorboard_curve_continues_across_resume(bc_run, tmp_path):
+def test_tensorboard_curve_continues_across_resume(bc_export, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    _, bc = bc_run
     tb, out = tmp_path / "tb", tmp_path / "run"
     base = {
         "algo": "ppo",
         "n_steps": 32,
-        "init_from": str(bc),
+        "init_from": str(bc_export),
         "output": str(out),
         "eval_every": 128,
         "checkpoint_every": 128,
         "tensorboard": str(tb),
-        **SMALL,
+        **RL_TINY,
     }
     train_rl(RLConfig(timesteps=256, **base), progress=False)
     train_rl(RLConfig(timesteps=512, resume=True, **base), progress=False)
@@ -350,15 +303,14 @@ def test_tensorboard_curve_continues_across_resume(bc_run, tmp_path):
 
 
 @pytest.mark.parametrize("algo", ["sac", "td3"])
-def test_bc_loss_keeps_the_actor_near_the_demonstrations(bc_run, algo):
+def test_bc_loss_keeps_the_actor_near_the_demonstrations(demos, bc_export, algo):
     """The BC loss is added to SB3's own actor updates (optimizer step pre-hook): with it the
     actor stays closer to the demonstrated actions than the same run without it."""
     from rlkit.envs import RacingVecEnv
     from rlkit.policy import build_policy_kwargs, load_bc_into
     from rlkit.rl import ALGOS, BCRegulariser, load_demos
 
-    demos, bc = bc_run
-    meta = json.loads((bc / "bc_export.json").read_text())
+    meta = json.loads((bc_export / "bc_export.json").read_text())
 
     def demo_error(weight: float) -> tuple[float, BCRegulariser]:
         env = RacingVecEnv(4, max_episode_steps=100)
@@ -372,7 +324,7 @@ def test_bc_loss_keeps_the_actor_near_the_demonstrations(bc_run, algo):
             seed=0,
             device="cpu",
         )
-        load_bc_into(model, str(bc))
+        load_bc_into(model, str(bc_export))
         cols = load_demos(str(demos), model)
         reg = BCRegulariser(cols["obs"], cols["action"], weight, seed=0)
         model.learn(200, callback=reg)

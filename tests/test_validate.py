@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_merge import VIDEO_KEY, Spec, _video_frames, build, write_mp4
+from conftest import VIDEO_KEY, Spec, build, video_frames, write_mp4
 
 from rlkit.cli.validate_lerobot import main as validate_main
 from rlkit.lerobot import write_dataset
@@ -78,7 +78,7 @@ def test_video_presence_and_length(tmp_path: Path) -> None:
     assert validate_dataset(v21) == [] and validate_dataset(v3) == []
     mp4 = v21 / f"videos/chunk-000/{VIDEO_KEY}/episode_000001.mp4"
     assert video_duration_s(mp4) == pytest.approx(0.8)
-    write_mp4(mp4, _video_frames(0, 1, 5), 10)  # 5 frames for an 8-frame episode
+    write_mp4(mp4, video_frames(0, 1, 5), 10)  # 5 frames for an 8-frame episode
     (v21 / f"videos/chunk-000/{VIDEO_KEY}/episode_000000.mp4").unlink()
     problems = _problems(v21)
     assert f"video {mp4} lasts 0.500s but {VIDEO_KEY} episode 1 needs a frame at 0.700s" in problems
@@ -109,6 +109,13 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert validate_main([str(good), str(bad)]) == 1
     out = capsys.readouterr().out
     assert "1 problem(s)" in out and "total_frames is 99 but the dataset has 7" in out
-    with pytest.raises(SystemExit) as exc:
-        validate_main([str(good), "--workers", "0"])
-    assert exc.value.code == 2
+    assert validate_main([str(good), "--workers", "1"]) == 0
+    capsys.readouterr()
+    for argv, message in (
+        ([str(good), "--workers", "0"], "workers must be in [1, 256], got 0"),
+        ([str(good), "--workers", "100000"], "workers must be in [1, 256], got 100000"),
+        ([], "required: datasets"),
+    ):
+        with pytest.raises(SystemExit) as exc:
+            validate_main(argv)
+        assert exc.value.code == 2 and message in capsys.readouterr().err

@@ -1,38 +1,54 @@
-"""``rlkit-validate-lerobot DIR``: check a LeRobot dataset against the loader's invariants."""
+"""``rlkit-validate-lerobot DIR [DIR ...]``: check LeRobot datasets against the loader's
+invariants."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
+from dataclasses import dataclass, field
 
+from rlkit.config import cli_main
+from rlkit.lerobot.merge.config import MAX_WORKERS
 from rlkit.lerobot.validate import validate_dataset
 
 PROG = "rlkit-validate-lerobot"
+#: Its options' section name for ``--config`` files. config.yml has no such section and needs
+#: none (the tool has nothing worth configuring); a ``--config`` file without it is accepted.
+SECTION = "validate"
+DESCRIPTION = (
+    "Check LeRobot datasets (v2.0/v2.1/v3.0) against the invariants lerobot's loader assumes: "
+    "totals, contiguous indices, index = row position, task order, timestamps, stats shapes, "
+    "feature dtype/shape vs parquet type, video files present and long enough."
+)
+
+
+@dataclass
+class ValidateConfig:
+    """Options of ``rlkit-validate-lerobot``."""
+
+    # required, and at least one (nargs "+"): argparse says so before any file is read
+    datasets: list[str] = field(
+        metadata={"positional": True, "nargs": "+", "help": "dataset folder(s)"}
+    )
+    workers: int | None = field(
+        default=None,
+        metadata={"help": f"threads for file checks (default: cores; at most {MAX_WORKERS})"},
+    )
+
+    def __post_init__(self) -> None:
+        if not self.datasets:
+            raise ValueError("datasets must name at least one dataset folder, got none")
+        if self.workers is not None and not 1 <= self.workers <= MAX_WORKERS:
+            raise ValueError(f"workers must be in [1, {MAX_WORKERS}], got {self.workers}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Validate each dataset given; exit 0 when all are valid, 1 otherwise, 2 for bad flags."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=(
-            "Check LeRobot datasets (v2.0/v2.1/v3.0) against the invariants lerobot's loader "
-            "assumes: totals, contiguous indices, index = row position, task order, "
-            "timestamps, stats shapes, feature dtype/shape vs parquet type, video files "
-            "present and long enough."
-        ),
-    )
-    parser.add_argument("datasets", nargs="+", metavar="DIR", help="dataset folder(s)")
-    parser.add_argument(
-        "--workers", type=int, default=None, help="threads for file checks (default: cores)"
-    )
-    args = parser.parse_args(argv)
-    if args.workers is not None and args.workers < 1:
-        parser.error(f"--workers must be >= 1, got {args.workers}")
+    cfg = cli_main(ValidateConfig, SECTION, argv, prog=PROG, description=DESCRIPTION)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     status = 0
-    for root in args.datasets:
-        problems = validate_dataset(root, workers=args.workers)
+    for root in cfg.datasets:
+        problems = validate_dataset(root, workers=cfg.workers)
         if problems:
             status = 1
             print(f"{root}: {len(problems)} problem(s)")
