@@ -65,6 +65,20 @@ class RLResult:
 
 
 # ------------------------------------------------------------------ environment and model
+def _abandon(env: VecEnv) -> None:
+    """Close ``env`` after an error or Ctrl-C without talking to its workers: one that was
+    interrupted between sending ``step`` to the workers and reading every reply leaves a
+    worker whose reply was already read, and SB3's ``close`` would wait for it forever."""
+    if isinstance(env, SubprocVecEnv):
+        for process in env.processes:
+            process.terminate()
+        for process in env.processes:
+            process.join(timeout=5)
+        env.closed = True
+    else:
+        env.close()
+
+
 def make_vec_env(cfg: RLConfig, env_config: RacingConfig) -> VecEnv:
     """The training VecEnv; car/env ``i`` is seeded with ``seed + i``."""
     n = cfg.num_envs
@@ -259,8 +273,10 @@ def _train(
                 save_checkpoint(run, model, clock)
         wall = time.perf_counter() - t0
         save_model_atomic(model, out / "final_model.zip")
-    finally:
-        env.close()
+    except BaseException:
+        _abandon(env)
+        raise
+    env.close()
     result = RLResult(
         out, int(model.num_timesteps), wall, (model.num_timesteps - start_steps) / max(wall, 1e-9)
     )
