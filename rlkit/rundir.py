@@ -145,6 +145,10 @@ def foreign_entries(folder: Path, kind: str) -> list[str]:
     return sorted(n for n in names if not _matches(n.rstrip("/"), kind))
 
 
+def _file_or_link(path: Path) -> str:
+    return "a link" if path.is_symlink() else "a file"
+
+
 def check_replaceable(path: Path, kind: str, flag: str = "--output") -> None:
     """Refuse to replace ``path`` unless it is missing or holds only ``kind``'s own outputs.
 
@@ -154,8 +158,8 @@ def check_replaceable(path: Path, kind: str, flag: str = "--output") -> None:
     what = NAMES[kind]
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise FileExistsError(
-            f"{path} is a file, not a {what} folder; --overwrite replaces only rlkit's own "
-            f"outputs: choose another {flag}"
+            f"{path} is {_file_or_link(path)}, not a {what} folder; --overwrite replaces only "
+            f"rlkit's own outputs: choose another {flag}"
         )
     if not path.exists():
         return
@@ -206,8 +210,6 @@ class RunLock:
 
 
 _ACTIVE: list[RunDir] = []
-
-
 _INTERRUPTED: list[RunDir] = []  # the run a KeyboardInterrupt left, for run_tool's line
 
 
@@ -271,8 +273,8 @@ class RunDir:
     def __enter__(self) -> RunDir:
         if self.path.is_symlink() or (self.path.exists() and not self.path.is_dir()):
             raise FileExistsError(
-                f"{self.path} is a file, not a {NAMES[self.kind]} run folder; choose another "
-                "output folder"
+                f"{self.path} is {_file_or_link(self.path)}, not a {NAMES[self.kind]} run "
+                "folder; choose another output folder"
             )
         self._created = not self.path.exists()
         self._lock_created = not (self.path / LOCK_FILE).exists()

@@ -247,7 +247,14 @@ def check_ranges(cfg: Any, bounds: dict[str, tuple[float, float]]) -> None:
     for name, (lo, hi) in bounds.items():
         v = getattr(cfg, name)
         if v is not None and not lo <= v <= hi:
-            raise ValueError(f"{name} must be in [{lo:g}, {hi:g}], got {v}")
+            raise ValueError(f"{name} must be in [{_bound(lo)}, {_bound(hi)}], got {v}")
+
+
+def _bound(x: float) -> str:
+    """A bound as written in the code: ``1e10``, ``4294967295``, ``1e-10``, ``0.5``."""
+    if x == int(x) and (abs(x) < 1e6 or math.log10(abs(x)) % 1):
+        return str(int(x))
+    return f"{x:g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
 
 
 def worker_setup() -> None:

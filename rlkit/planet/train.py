@@ -183,7 +183,7 @@ class _Loop:
             moved = _set_aside_later_episodes(self.storage, blob.get("episodes"), out)
             self.run.saved = f"checkpoint at iteration {self.iteration}"
             note = f"resuming {out} at iteration {self.iteration} (step {self.train_step}); "
-            note += f"{len(self.storage.discover())} episodes on disk, no re-collection"
+            note += f"{len(self.storage.indexed())} episodes on disk, no re-collection"
             if moved:
                 note += f"; {len(moved)} written after the checkpoint set aside in "
                 note += str(out / DISCARDED)
