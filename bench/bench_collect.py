@@ -197,7 +197,7 @@ def bench_expert_laps(n_tracks: int, seed: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     sim = RacingSim(n_tracks, config)
     for i in range(n_tracks):
-        rng, _ = seeding.np_random(episode_seed(seed, i, "eval"))
+        rng, _ = seeding.np_random(episode_seed(seed, i, "test"))
         sim.reset_car(i, rng)
     setup_s = time.perf_counter() - t0
     expert = Expert()
@@ -214,7 +214,7 @@ def bench_expert_laps(n_tracks: int, seed: int) -> dict[str, Any]:
     lapped_any = ~np.isnan(sim.first_lap_time)
     return {
         "tracks": n_tracks,
-        "seed_stream": "eval",
+        "seed_stream": "test",
         "seed": seed,
         "max_episode_steps": config.max_episode_steps,
         "noise": 0.0,

@@ -10,17 +10,28 @@
    wall time until the RL policy's mean return reaches the expert's, and until its mean lap
    time beats the expert's (both on the same tracks).
 
+3. ``--seeds N``: instead of 1 and 2, the default pipeline (``python -m rlkit.pipeline --seeds
+   N``, what ``./train_optimized.sh --seeds N`` runs) and its must-hold figures across the
+   seeds, each with its 95 % bootstrap CI: the final policy's laps and crashes on the test
+   tracks, its return against the selected checkpoint's, its lap time against the expert's,
+   and the median time to the expert's lap time.
+
 Usage::
 
     python bench/bench_rl.py                      # ~35 min on 2 cores -> bench/results/local/
     python bench/bench_rl.py --write-results      # -> bench/results/ (tracked)
     python bench/bench_rl.py --quick              # smoke run
+    python bench/bench_rl.py --seeds 5 --algo ppo # the pipeline, 5 seeds (~15 min on 2 cores)
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import math
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -92,6 +103,93 @@ def time_to_expert(curve: Path, expert_return: float, expert_lap: float) -> dict
     }
 
 
+#: The must-hold figures of the multi-seed run: (metric of aggregate.json, statistic, goal).
+GOALS: tuple[tuple[str, str, str, Any], ...] = (
+    ("final policy: laps completed", "rl_final.lap_rate", "mean", lambda v: v >= 0.99),
+    ("final policy: left the track", "rl_final.crash_rate", "mean", lambda v: v <= 0.01),
+    (
+        "final return within 3 % of the selected",
+        "final_vs_selected_return",
+        "mean",
+        lambda v: v >= 0.97,
+    ),
+    ("final lap time / expert's", "rl_final.lap_time_vs_expert", "mean", lambda v: v <= 0.85),
+    ("time to the expert's lap time", "time_to_expert_lap_s", "median", lambda v: v < 120),
+)
+GOAL_TEXT = {
+    "rl_final.lap_rate": ">= 99 %",
+    "rl_final.crash_rate": "<= 1 %",
+    "final_vs_selected_return": ">= 0.97",
+    "rl_final.lap_time_vs_expert": "<= 0.85",
+    "time_to_expert_lap_s": "< 120 s",
+}
+
+
+def seeds_run(args: argparse.Namespace, t_start: float) -> int:
+    """``--seeds N``: the default pipeline (``python -m rlkit.pipeline``, what
+    ``./train_optimized.sh`` runs) with ``--seeds N``; the must-hold figures from its
+    ``rl/aggregate.json``."""
+    rl_args = ["--algo", args.algo, *args.rl_args.split()]
+    with tempfile.TemporaryDirectory(prefix="rlkit-bench-seeds-") as td:
+        run = Path(td) / "run"
+        cmd = [sys.executable, "-m", "rlkit.pipeline", "--output", str(run)]
+        cmd += ["--seeds", str(args.seeds), "--", *rl_args]
+        print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            print(proc.stdout[-5000:], file=sys.stderr)
+            return proc.returncode
+        summary = json.loads((run / "summary.json").read_text())
+        agg = json.loads((run / "rl" / "aggregate.json").read_text())
+        curves = run / "rl" / "learning_curves.png"
+        png = output_path(args, f"bench_rl_seeds_{args.algo}").with_suffix(".png")
+        png.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(curves, png)
+    rows = []
+    for label, key, stat, ok in GOALS:
+        m = agg["metrics"].get(key)
+        value = None if m is None else m[stat]
+        rows.append(
+            {
+                "goal": label,
+                "metric": key,
+                "statistic": stat,
+                "value": value,
+                "ci": None if m is None else [m["ci_low"], m["ci_high"]],
+                "per_seed": None if m is None else m["values"],
+                "target": GOAL_TEXT[key],
+                "met": value is not None and math.isfinite(value) and bool(ok(value)),
+            }
+        )
+    stages = {s["stage"]: s["wall_s"] for s in summary["stages"]}
+    print(f"\n{args.algo.upper()}, {args.seeds} seeds, pipeline {wall:.0f} s "
+          f"(collect {stages['collect']:.0f} s, BC {stages['bc']:.0f} s, RL {stages['rl']:.0f} s); "
+          f"{agg['test_episodes']} test tracks")  # fmt: skip
+    print(f"{'goal':<42} {'stat':<6} {'value':>8}  {'95% CI':<20} {'target':<8} met")
+    for r in rows:
+        v = "-" if r["value"] is None else f"{r['value']:.4g}"
+        ci = "-" if r["ci"] is None else f"{r['ci'][0]:.4g} .. {r['ci'][1]:.4g}"
+        print(f"{r['goal']:<42} {r['statistic']:<6} {v:>8}  {ci:<20} {r['target']:<8} "
+              f"{'yes' if r['met'] else 'NO'}")  # fmt: skip
+    report = {
+        **report_header("bench_rl", t_start),
+        "mode": "seeds",
+        "command": " ".join(cmd[2:]),
+        "settings": {"algo": args.algo, "seeds": args.seeds, "rl_args": rl_args},
+        "pipeline_wall_s": wall,
+        "stage_wall_s": stages,
+        "goals": rows,
+        "aggregate": agg,
+        "learning_curves_png": str(png),
+    }
+    out = output_path(args, f"bench_rl_seeds_{args.algo}")
+    write_json(out, report)
+    print(f"\nwrote {out} and {png}")
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
@@ -102,8 +200,23 @@ def main() -> int:
     p.add_argument("--eval-episodes", type=int, default=None, help="held-out tracks (30)")
     p.add_argument("--throughput-seconds", type=float, default=None, help="per setting (20)")
     p.add_argument("--skip-scratch", action="store_true", help="only the run from BC")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="instead: the default pipeline with --seeds N, and its must-hold figures "
+        "(-> bench_rl_seeds_<algo>.json and .png)",
+    )
+    p.add_argument(
+        "--rl-args",
+        default="",
+        help="--seeds: more train_rl.py flags for the pipeline's RL stage, e.g. "
+        "'--timesteps 60000'",
+    )
     add_output_args(p, "bench_rl")
     args = p.parse_args()
+    if args.seeds is not None:
+        return seeds_run(args, time.perf_counter())
     minutes = args.minutes or (0.3 if args.quick else 15.0)
     eval_every = args.eval_every or (500 if args.quick else 10_000)
     eval_episodes = args.eval_episodes or (3 if args.quick else 30)

@@ -367,7 +367,7 @@ def bench_learning(run: Path, episodes: int, checkpoint: str | None = None) -> d
     model = WorldModel(env.action_dim, cfg.sizes(cpu))
     model.load_state_dict(blob["model"])
     model.eval()
-    seeds = [episode_seed(cfg.seed, 1000 + j, "eval") for j in range(episodes)]
+    seeds = [episode_seed(cfg.seed, 1000 + j, "test") for j in range(episodes)]
     started = (run / "config.resolved.yml").stat().st_mtime
     out: dict[str, Any] = {
         "run": str(run),

@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from rlkit.config import run_config_files
 from rlkit.envs.expert import Expert
 from rlkit.envs.sim import RacingConfig
 from rlkit.lerobot.env_meta import ENV_META_PATH, env_meta_text
 from rlkit.lerobot.stats import episode_stats_arrays
+from rlkit.progress import progress as make_progress
 from rlkit.rollout import ACTION_KEY, OBS_KEY, expert_driver, rollout
 from rlkit.rundir import check_replaceable, clean_stale_temps, say
 from rlkit.utils import RESULT_FILE, default_workers, worker_setup, write_json_atomic
@@ -413,7 +413,7 @@ def collect(
         env_config: task definition (default: from ``cfg``: rays, max steps).
         expert: the driver (default :class:`Expert`).
         argv: the command-line arguments, saved as ``command.txt`` in the dataset.
-        progress: show a tqdm bar.
+        progress: show progress (a tqdm bar on a terminal, lines otherwise).
 
     Raises:
         FileExistsError / PermissionError: the output cannot be written (checked first).
@@ -443,9 +443,7 @@ def collect(
     written: list[dict[str, Any]] = []
     next_ep = 0  # episodes [0, next_ep) are in the writer
     writer = None
-    bar = tqdm(
-        total=cfg.episodes, desc="collect", unit="ep", disable=not progress, dynamic_ncols=True
-    )
+    bar = make_progress(cfg.episodes, "collect", "ep", enabled=progress)
     driven = _drive(tasks, workers)
     try:
         for chunk in driven:

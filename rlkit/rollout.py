@@ -4,8 +4,9 @@
 batch. Car ``k`` drives episode ``episodes[k]`` of a seed stream: its track and start state
 come from ``episode_seed(seed, episodes[k], stream)`` only, so an episode is the same whatever
 batch, worker or tool drives it. The streams are disjoint (``demo`` for collection, ``dagger``,
-``eval`` for every evaluation), so a policy, the expert and an RL agent evaluated with the
-same ``seed`` drive exactly the same held-out tracks from the same start states.
+``val`` for evaluations during training and checkpoint selection, ``test`` for final reports;
+see :data:`~rlkit.utils.SEED_STREAMS`), so a policy, the expert and an RL agent evaluated with
+the same ``seed`` and stream drive exactly the same tracks from the same start states.
 
 Time index of car ``k``: at step ``t`` it observes ``o_t``, the driver returns ``a_t``, the
 sim returns ``r_t``; its episode ends at step ``length[k] - 1`` (left the track, the time
@@ -136,7 +137,7 @@ def rollout(
     env_config: RacingConfig,
     seed: int,
     episodes: Sequence[int],
-    stream: str = "eval",
+    stream: str = "test",
     *,
     labels: Driver | None = None,
     noise: float | None = None,
@@ -239,7 +240,7 @@ def evaluate(
     episodes: int,
     seed: int = 0,
     batch: int = 64,
-    stream: str = "eval",
+    stream: str = "test",
 ) -> EvalResult:
     """Drive ``episodes`` held-out tracks with ``driver``, ``batch`` cars at a time."""
     if episodes < 1:
@@ -265,7 +266,13 @@ def evaluate(
 
 
 def evaluate_drivers(
-    drivers: dict[str, Driver], env_config: RacingConfig, episodes: int, seed: int
+    drivers: dict[str, Driver],
+    env_config: RacingConfig,
+    episodes: int,
+    seed: int,
+    stream: str = "test",
 ) -> dict[str, EvalResult]:
     """Every driver on the same held-out tracks (the rows of an eval table / eval.json)."""
-    return {name: evaluate(d, env_config, episodes, seed) for name, d in drivers.items()}
+    return {
+        name: evaluate(d, env_config, episodes, seed, stream=stream) for name, d in drivers.items()
+    }

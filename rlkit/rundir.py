@@ -69,17 +69,22 @@ OUTPUTS: dict[str, list[str]] = {
         "checkpoints", "learning_curve.csv", "learning_curve.png", "final_model.zip",
         "best_model.zip", "eval.json", "tb", "tensorboard", "*.gif", "*.mp4",
     ],
+    "rl_seeds": [
+        "seed_*", "logs", "aggregate.json", "aggregate.md", "learning_curves.png", "*.gif",
+        "*.mp4",
+    ],
     "world_model": ["checkpoints", "metrics.csv", "openloop_*.png", "tb", "discarded_episodes"],
     "dataset": ["meta", "data", "videos", "images", "README.md"],
     "pipeline": [
         "demos", "bc", "rl", "world_model", "world_model_episodes", "logs", "pipeline.json",
-        "summary.json", "summary.md", "learning_curve.png", "lap.gif",
+        "summary.json", "summary.md", "learning_curve.png", "learning_curves.png", "lap.gif",
     ],
 }  # fmt: skip
 
 #: What each kind is called in messages: the tool's script, or what it writes.
 NAMES: dict[str, str] = {
     **{section: tool.script for section, tool in TOOLS.items()},
+    "rl_seeds": "train_rl.py --seeds",
     "dataset": "LeRobot dataset",
     "pipeline": "train_optimized.sh",
 }

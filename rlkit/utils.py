@@ -31,8 +31,12 @@ __all__ = [
 #: Machine-readable summary every tool writes into its output folder (read by the pipeline).
 RESULT_FILE = "result.json"
 
-#: Independent seed streams, so e.g. evaluation tracks never coincide with demo tracks.
-SEED_STREAMS: dict[str, int] = {"demo": 0, "eval": 1, "dagger": 2, "rl": 3, "noise": 4}
+#: Independent seed streams, so the tracks of one use never coincide with another's: ``demo``
+#: (collection), ``dagger`` (DAgger labels), ``noise`` (action noise), ``val`` (evaluations
+#: during training and the choice of a best checkpoint) and ``test`` (final reports only,
+#: never seen during training or selection). RL training cars draw their tracks from their
+#: own generators (``RacingVecEnv``: car ``i`` seeded with ``seed + i``).
+SEED_STREAMS: dict[str, int] = {"demo": 0, "test": 1, "dagger": 2, "noise": 4, "val": 5}
 
 
 def available_cores() -> int:

@@ -55,7 +55,7 @@ WM_TINY = [
 #: the whole pipeline (collect -> BC -> RL) in seconds; add --eval-every / --timesteps
 PIPELINE_TINY = [
     "--episodes", "3", "--max-steps", "100", "--epochs", "2", "--eval-episodes", "2",
-    "--max-episode-steps", "100", "--n-steps", "32",
+    "--max-episode-steps", "100", "--n-steps", "32", "--test-episodes", "2",
 ]  # fmt: skip
 #: the demos fixture: 6 expert episodes of 150 steps (the expert neither crashes nor stops
 #: early: every episode is cut by the time limit)

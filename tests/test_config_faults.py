@@ -5,6 +5,7 @@ came from, the seeds' flat key losing to the shipped section, NaN/inf and huge n
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,7 +219,6 @@ def test_ints_beyond_64_bits_are_refused(tmp_path, capsys):
 
 
 def _float_fields(cls: type) -> list[str]:
-    import typing
 
     hints = typing.get_type_hints(cls)
     out = []
@@ -238,11 +238,17 @@ def test_every_float_option_of_every_tool_refuses_nan_and_inf(tmp_path):
     for section, cls in _tools():
         for name in _float_fields(cls):
             flag = "--" + name.replace("_", "-")
+            is_list = "list" in str(typing.get_type_hints(cls)[name])
             for text in ("nan", "inf"):
                 with pytest.raises(SystemExit):
-                    parse_config(cls, section, [flag, text])
-            path = _write(tmp_path / "c.yml", f"{section}:\n  {name}: .nan\n")
-            with pytest.raises(ConfigError, match=rf"{section}\.{name} = nan must be a finite"):
+                    parse_config(cls, section, [flag, text, "0.1"] if is_list else [flag, text])
+            if is_list:  # a list of floats: the bad item is named
+                path = _write(tmp_path / "c.yml", f"{section}:\n  {name}: [.nan, 0.1]\n")
+                expected = rf"{section}\.{name} = \[nan, 0\.1\] .*item 0 must be a finite"
+            else:
+                path = _write(tmp_path / "c.yml", f"{section}:\n  {name}: .nan\n")
+                expected = rf"{section}\.{name} = nan must be a finite"
+            with pytest.raises(ConfigError, match=expected):
                 load_yaml_section(path, section, cls)
             checked += 1
     assert checked >= 8  # lr, noise, bc_weight, free_nats, ... all of them

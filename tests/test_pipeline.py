@@ -74,31 +74,35 @@ def test_a_failing_stage_stops_the_run_and_names_its_log(tmp_path):
 
 
 def test_tiny_run_killed_during_rl_resumes_and_writes_the_summary(tmp_path):
-    """The real script end to end at tiny sizes, SIGKILLed (with the stage it runs) once RL
-    has checkpointed; --resume skips collect and BC, resumes RL, and writes the summary."""
+    """The real script end to end at tiny sizes with two RL seeds, SIGKILLed (with the stage
+    and its seed runs) once RL has checkpointed; --resume skips collect and BC, resumes both
+    seeds, and writes the summary with their aggregate."""
     run = tmp_path / "run"
-    cmd = [str(SCRIPT), "--output", str(run), "--", *TINY]
+    cmd = [str(SCRIPT), "--output", str(run), "--seeds", "2", "--", *TINY]
     cmd += ["--timesteps", "2048", "--checkpoint-every", "512"]
     quiet = {"stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL, "text": True}
-    proc = subprocess.Popen(cmd, env=_env(RLKIT_CORES="3"), start_new_session=True, **quiet)
+    env = _env(RLKIT_CORES="3", RLKIT_PROGRESS_SECONDS="0.2")
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, **quiet)
     deadline = time.monotonic() + 240
     try:
-        while not list((run / "rl" / "checkpoints").glob("step_*/done")):
+        while not list((run / "rl").glob("seed_*/checkpoints/step_*/done")):
             assert proc.poll() is None, "the pipeline ended before RL wrote a checkpoint"
             assert time.monotonic() < deadline, "no RL checkpoint within 240 s"
             time.sleep(0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the pipeline; the kernel then kills its stage
         first_out = proc.communicate()[0]
-    # RLKIT_CORES=3 -> the seeds' formulas: collect 2, BC 1, RL 2
+    # RLKIT_CORES=3 -> the seeds' formulas (collect 2, BC 1); only what the run uses
     assert "collection workers     2  (cores - 1, min 1, cap 12)" in first_out
-    assert "BC loader workers      1  (cores / 2, min 1, cap 8)" in first_out
+    assert "as tensors if it fits in memory, else 1 DataLoader workers" in first_out
+    assert "RL envs               16  batched cars in one process" in first_out
+    assert "RL subprocess" not in first_out and "RL seeds               2" in first_out
     assert not (run / "summary.json").exists()
     collect_result = run / "demos" / "result.json"
     before = collect_result.stat().st_mtime_ns
 
     resumed = subprocess.run(
-        [str(SCRIPT), "--resume", str(run)], env=_env(), capture_output=True, text=True, timeout=300
+        [str(SCRIPT), "--resume", str(run)], env=env, capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "== collect: done in an earlier run" in resumed.stdout
@@ -113,14 +117,22 @@ def test_tiny_run_killed_during_rl_resumes_and_writes_the_summary(tmp_path):
     assert summary["workers"] == {"collect": 2, "bc": 1, "rl": 2}  # kept from the first run
     assert summary["stages"][0]["details"]["episodes"] == 3
     assert summary["stages"][0]["details"]["workers"] == 2
-    assert summary["stages"][2]["details"]["timesteps"] >= 2048
-    assert set(summary["evaluation"]) == {"rl", "bc", "expert"}
-    assert summary["evaluation"]["expert"]["episodes"] == 2
+    seeds = summary["seeds"]
+    assert seeds["seeds"] == [0, 1] and seeds["test_episodes"] == 2
+    assert len(seeds["metrics"]["rl_final.mean_return"]["values"]) == 2
+    for s in (0, 1):  # both seeds finished their 2048 steps, one of them after a resume
+        assert (
+            json.loads((run / "rl" / f"seed_{s}" / "result.json").read_text())["timesteps"] >= 2048
+        )
+    assert "resuming" in (run / "rl" / "logs" / "seed_0.log").read_text()
     md = (run / "summary.md").read_text()
-    assert "| collect |" in md and "| expert |" in md and "env-steps/s" in md
-    assert (run / "lap.gif").stat().st_size > 0 and (run / "learning_curve.png").is_file()
+    assert "| collect |" in md and "| expert |" in md and "RL across seeds: 2 seeds" in md
+    assert (run / "lap.gif").stat().st_size > 0 and (run / "learning_curves.png").is_file()
     for stage in ("collect", "bc", "rl"):
         assert (run / "logs" / f"{stage}.log").stat().st_size > 0
+    # the RL stage's log shows each seed's progress while it runs, as plain lines
+    rl_log = (run / "logs" / "rl.log").read_text()
+    assert "seed 0 | rl: " in rl_log and "step/s" in rl_log and "\r" not in rl_log
 
     # resuming repeats the run's own settings: new flags are refused
     bad = subprocess.run(
@@ -148,7 +160,7 @@ def test_quick_preset_with_world_model_end_to_end(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["preset"] == "quick"
     ev = summary["evaluation"]
-    assert ev["rl"]["mean_return"] > 0.5 * ev["expert"]["mean_return"]
+    assert ev["rl_final"]["mean_return"] > 0.5 * ev["expert"]["mean_return"]
     wm = summary["stages"][3]
     assert wm["stage"] == "world_model" and wm["status"] == "done"
     assert wm["details"]["iterations"] == 2 and (run / "world_model_episodes").is_dir()

@@ -39,6 +39,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RLKIT_")}
     env["PYTHON"] = sys.executable
+    env["RLKIT_PROGRESS_SECONDS"] = "0.1"  # stages print progress lines (their stdout is a pipe)
     env.update(extra)
     return env
 
@@ -108,11 +109,11 @@ class EndlessBC:
         self.stage: int | None = None
 
     def wait_for_bc(self) -> int:
-        """The BC stage's pid, once the pipeline has shown its progress bar (it trains)."""
+        """The BC stage's pid, once the pipeline has shown its progress line (it trains)."""
 
         def bc_child() -> int | None:
             kids = [k for k in _children(self.proc.pid) if "train_bc" in _cmdline(k)]
-            return kids[0] if kids and "epoch/s" in self.out.read_text() else None
+            return kids[0] if kids and "\nbc: " in self.out.read_text() else None
 
         self.stage = _wait_for("a BC stage with its output folder", bc_child, self.proc)
         return self.stage

@@ -157,7 +157,7 @@ def eval_argv(model, episodes: int = 2) -> list[str]:
         str(model),
         "--render",
         "human",
-        "--eval-episodes",
+        "--test-episodes",
         str(episodes),
         "--max-episode-steps",
         "8",
@@ -186,7 +186,7 @@ def test_eval_only_render_human_shows_the_evaluation_tracks(ppo_zip, pygame, mon
     expected = []
     for i in range(2):
         sim = RacingSim(1, RacingConfig(max_episode_steps=8))
-        sim.reset_car(0, seeding.np_random(episode_seed(0, i, "eval"))[0])
+        sim.reset_car(0, seeding.np_random(episode_seed(0, i, "test"))[0])
         expected.append(sim.tracks[0].seed)
     seeds = [seed for seed, _ in shown]
     assert sorted(set(seeds), key=seeds.index) == expected

@@ -48,9 +48,17 @@ def test_sac_from_bc_writes_every_output(demos, bc_export, tmp_path):
     ):
         assert (out / name).is_file(), name
     report = json.loads((out / "eval.json").read_text())
-    assert set(report) >= {"rl", "bc", "expert"}
-    steps = [int(r["env_steps"]) for r in csv.DictReader((out / "learning_curve.csv").open())]
+    assert set(report) >= {"rl_final", "rl_selected", "bc", "expert", "policies", "validation"}
+    # reported on the test tracks; selected on the validation tracks (another stream)
+    assert report["seed_stream"] == "test" and report["validation"]["seed_stream"] == "val"
+    assert report["episodes"] == cfg.test_episodes
+    rows = list(csv.DictReader((out / "learning_curve.csv").open()))
+    steps = [int(r["env_steps"]) for r in rows]
     assert steps == [0, 200, 400]
+    returns = [float(r["mean_return"]) for r in rows]
+    best_step = steps[returns.index(max(returns))]  # the first best evaluation
+    assert report["policies"]["rl_selected"]["env_steps"] == best_step
+    assert report["policies"]["rl_final"] == {"model": "final_model.zip", "env_steps": 400}
     ckpt = newest_checkpoint(out)
     assert ckpt is not None and ckpt.name == "step_400"
     assert (ckpt / "replay_buffer.pkl").is_file()
@@ -98,6 +106,32 @@ def test_other_algorithms_and_vec_envs_train(bc_export, tmp_path, algo, vec):
     res = train_rl(cfg, progress=False)
     assert res.timesteps >= 256
     assert (out / "final_model.zip").is_file() and newest_checkpoint(out) is not None
+
+
+def test_ppo_action_std_follows_its_schedule_not_the_gradient(bc_export, tmp_path):
+    from stable_baselines3 import PPO
+
+    out = tmp_path / "ppo"
+    cfg = RLConfig(
+        vec="dummy",
+        timesteps=512,
+        n_steps=32,
+        action_std=[0.3, 0.05],
+        lr_schedule="linear",
+        critic_warmup=64,
+        init_from=str(bc_export),
+        output=str(out),
+        eval_every=0,
+        checkpoint_every=0,
+        **{**RL_TINY, "envs": 2},
+    )
+    train_rl(cfg, progress=False)
+    model = PPO.load(str(out / "final_model.zip"))
+    # the last rollout started at 448 env steps: 0.3 + 448 / 512 * (0.05 - 0.3)
+    std = model.policy.log_std.detach().exp().numpy()
+    np.testing.assert_allclose(std, [0.08125, 0.08125], rtol=1e-6)
+    assert model.policy.log_std.requires_grad  # the saved model stays trainable
+    assert model.learning_rate(0.0) == 0.0  # linear decay to 0 at the end
 
 
 def test_resume_continues_with_the_replay_buffer(bc_export, tmp_path):

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from torch import nn
-from tqdm.auto import tqdm
 
 from rlkit.bc.config import BCConfig
 from rlkit.bc.data import Batches, BCData, load_bc_data, resolve_loader, split_episodes
@@ -22,6 +21,7 @@ from rlkit.envs.expert import Expert
 from rlkit.envs.racing import make_observation_space
 from rlkit.lerobot import write_dataset
 from rlkit.policy import BCPolicy, export_sb3
+from rlkit.progress import progress as make_progress
 from rlkit.report import eval_payload, format_eval_table
 from rlkit.rollout import EvalResult, evaluate_drivers, expert_driver, policy_driver, rollout
 from rlkit.rundir import RunDir, say
@@ -167,14 +167,8 @@ class _Trainer:
         batches = self.batches()
         log = csv.writer(log_file)
         desc = "bc" if self.phase == 0 else f"dagger {self.phase}"
-        bar = tqdm(
-            range(self.epoch, epochs),
-            desc=desc,
-            unit="epoch",
-            disable=not progress,
-            dynamic_ncols=True,
-        )
-        for epoch in bar:
+        bar = make_progress(epochs - self.epoch, desc, "epoch", enabled=progress)
+        for epoch in range(self.epoch, epochs):
             t0 = time.perf_counter()
             self.policy.train()
             total, count = 0.0, 0
@@ -213,6 +207,7 @@ class _Trainer:
             bar.set_postfix(
                 train=f"{train_loss:.4f}", val=f"{val:.4f}", samples_s=f"{count / dt:,.0f}"
             )
+            bar.update(1)
             self.save_checkpoint()
             self.run.saved = f"checkpoint at epoch {self.total_epochs}"
             if self.bad_epochs >= self.cfg.patience:

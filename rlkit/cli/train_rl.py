@@ -7,7 +7,8 @@ import sys
 from rlkit.cli import run_tool
 from rlkit.config import cli_main
 from rlkit.report import format_eval_table
-from rlkit.rl import RLConfig, eval_only, summary_text, train_rl
+from rlkit.rl import RLConfig, eval_only, seeds, summary_text, train_rl
+from rlkit.rl.seeds import SeedRunError, SeedsResult
 from rlkit.tools import TOOLS
 
 PROG = TOOLS["rl"].script
@@ -26,9 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> str:
         if cfg.eval_only:
             return format_eval_table(eval_only(cfg))
-        return "\n" + summary_text(train_rl(cfg, argv=argv))
+        result = train_rl(cfg, argv=argv)
+        if isinstance(result, SeedsResult):
+            return "\n" + seeds.summary_text(result)
+        return "\n" + summary_text(result)
 
-    return run_tool(PROG, work, (OSError, ValueError, ImportError))
+    return run_tool(PROG, work, (OSError, ValueError, ImportError, SeedRunError))
 
 
 if __name__ == "__main__":

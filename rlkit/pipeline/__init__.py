@@ -51,6 +51,7 @@ from rlkit.pipeline.process import run_logged
 from rlkit.pipeline.stages import (
     CHAIN_FLAGS,
     MAX_CORES,
+    MAX_SEEDS,
     MAX_WORKERS,
     PROG,
     STAGES,
@@ -61,6 +62,7 @@ from rlkit.pipeline.stages import (
     check_stages,
     derive_workers,
     open_run,
+    parallelism,
     parse_stage,
     resolve_cores,
     route_passthrough,
@@ -73,6 +75,7 @@ from rlkit.utils import write_json_atomic, write_text_atomic
 __all__ = [
     "CHAIN_FLAGS",
     "MAX_CORES",
+    "MAX_SEEDS",
     "MAX_WORKERS",
     "PROG",
     "STAGES",
@@ -86,6 +89,7 @@ __all__ = [
     "derive_workers",
     "main",
     "open_run",
+    "parallelism",
     "parse_stage",
     "resolve_cores",
     "route_passthrough",
@@ -142,9 +146,10 @@ def run_pipeline(plan: Plan, resume: bool) -> dict[str, Any]:
                 code=1,
             )
         resume = True  # a later stage may hold output of an interrupted earlier attempt
-    curve = plan.run_dir / "rl" / "learning_curve.png"
-    if curve.is_file():
-        shutil.copyfile(curve, plan.run_dir / "learning_curve.png")
+    for name in ("learning_curve.png", "learning_curves.png"):  # one run / --seeds
+        curve = plan.run_dir / "rl" / name
+        if curve.is_file():
+            shutil.copyfile(curve, plan.run_dir / name)
     summary = build_summary(plan)
     write_json_atomic(plan.run_dir / "summary.json", summary)
     md = summary_markdown(summary)
@@ -190,6 +195,13 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--collect-workers", type=int, help=f"collection processes (1 to {MAX_WORKERS})")
     p.add_argument("--bc-workers", type=int, help=f"BC DataLoader workers (1 to {MAX_WORKERS})")
     p.add_argument("--rl-envs", type=int, help=f"RL subprocess envs (1 to {MAX_WORKERS})")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="train the RL stage with N seeds (0 .. N-1) from the same BC policy, in parallel "
+        "processes, and report their mean, IQM and 95%% bootstrap CI",
+    )
     return p
 
 
@@ -210,7 +222,13 @@ def _plan_from_args(args: argparse.Namespace, passthrough: list[str]) -> Plan:
             f"{run_dir} already holds a run; --resume {run_dir} continues it, "
             "or choose another --output"
         )
-    return Plan(run_dir, cores, workers, sources, args.quick, args.with_world_model, passthrough)
+    if args.seeds is not None and not 1 <= args.seeds <= MAX_SEEDS:
+        raise PipelineError(f"--seeds must be between 1 and {MAX_SEEDS}, got {args.seeds}")
+    if args.seeds is not None and any(a.split("=")[0] == "--seeds" for a in passthrough):
+        raise PipelineError("--seeds N is given twice (before and after --); pass it once")
+    plan = Plan(run_dir, cores, workers, sources, args.quick, args.with_world_model, passthrough)
+    plan.seeds = args.seeds
+    return plan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     plan: Plan | None = None
     try:
         if args.resume:
-            counts = (args.collect_workers, args.bc_workers, args.rl_envs)
+            counts = (args.collect_workers, args.bc_workers, args.rl_envs, args.seeds)
             flags = (args.quick, args.output, args.with_world_model, passthrough)
             if any(flags) or any(n is not None for n in counts):
                 raise PipelineError(
@@ -248,9 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{plan.run_dir} already holds a run; --resume {plan.run_dir} continues it"
                 )
         print(f"cores: {plan.cores}")
-        for key, label in (("collect", "collection workers"), ("bc", "BC loader workers"),
-                           ("rl", "RL subprocess envs")):  # fmt: skip
-            print(f"  {label:<20} {plan.workers[key]:>3}  ({plan.worker_sources[key]})")
+        for line in parallelism(plan, route_passthrough(plan.passthrough, plan.stage_list)):
+            print(f"  {line}")
         print(f"run folder: {plan.run_dir}", flush=True)
         run_pipeline(plan, resume=bool(args.resume))
     except PipelineError as e:

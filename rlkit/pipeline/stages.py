@@ -22,6 +22,7 @@ PROG = "train_optimized.sh"
 #: Bounds of --cores / RLKIT_CORES and of every worker count: catch typos (-4, 0, 40000).
 MAX_CORES = 4096
 MAX_WORKERS = 4096
+MAX_SEEDS = 1000
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,17 @@ STAGES: tuple[Stage, ...] = (
     Stage("collect", "demos", None, ("--episodes", "20")),
     Stage("bc", "bc", "--resume", ("--epochs", "10", "--eval-episodes", "10")),
     Stage("rl", "rl", "--resume",
-          ("--timesteps", "60000", "--eval-every", "20000", "--eval-episodes", "10")),
+          ("--timesteps", "60000", "--eval-every", "20000", "--eval-episodes", "10",
+           "--test-episodes", "10")),
     Stage("world_model", "world_model", "--resume",
           ("--iterations", "2", "--train-steps", "20", "--seed-episodes", "2",
            "--eval-every", "2", "--eval-episodes", "1")),
 )  # fmt: skip
 
 #: Flags the pipeline sets itself to chain the stages; passing them after -- is an error.
-CHAIN_FLAGS = ("--output", "--data", "--init-from", "--init_from", "--resume", "--overwrite")
+CHAIN_FLAGS = (
+    "--output", "--data", "--init-from", "--init_from", "--demos", "--resume", "--overwrite",
+)  # fmt: skip
 
 
 class PipelineError(Exception):
@@ -120,6 +124,7 @@ class Plan:
     with_world_model: bool
     passthrough: list[str]
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seeds: int | None = None  # --seeds N: the RL stage trains seeds 0 .. N-1
 
     @property
     def stage_list(self) -> list[Stage]:
@@ -215,9 +220,12 @@ def stage_argv(plan: Plan, stage: Stage, routed: list[str], resume: bool) -> lis
         args += ["--workers", str(plan.workers["bc"])]
     elif stage.name == "rl":
         args = ["--init-from", str(run / "bc"), "--output", out, "--video", str(run / "lap.gif")]
+        args += ["--demos", str(run / "demos")]  # SAC/TD3: replay buffer and BC loss
         if plan.worker_sources["rl"] != _WORKER_KEYS["rl"][3] or _rl_vec(routed) != "batched":
             # subprocess envs follow the seeds' formula; the batched env's car count is its own
             args += ["--envs", str(plan.workers["rl"])]
+        if plan.seeds:
+            args += ["--seeds", *map(str, range(plan.seeds))]
     else:  # world model: its own pixel episodes, then its run folder
         args = [str(run / "world_model_episodes"), out]
     if resume and stage.resume_flag and (run / stage.output).exists():
@@ -245,6 +253,49 @@ def parse_stage(stage: Stage, args: list[str]) -> Any:
 def _rl_vec(routed: list[str]) -> str:
     rl = next(s for s in STAGES if s.name == "rl")
     return parse_stage(rl, routed).vec
+
+
+def parallelism(plan: Plan, routed: dict[str, list[str]]) -> list[str]:
+    """What runs in parallel in each stage that runs, as the header prints it: only the
+    worker counts a stage will use (the BC loader workers only where a DataLoader is used,
+    the RL envs as they are vectorised, the seeds run at once)."""
+    names = {s.name for s in plan.stage_list}
+    by_name = {s.name: s for s in STAGES}
+
+    def settings(name: str) -> Any:
+        return parse_stage(by_name[name], stage_argv(plan, by_name[name], routed[name], True))
+
+    lines = []
+    if "collect" in names:
+        n, src = plan.workers["collect"], plan.worker_sources["collect"]
+        lines.append(f"collection workers   {n:>3}  ({src})")
+    if "bc" in names:
+        bc, n, src = settings("bc"), plan.workers["bc"], plan.worker_sources["bc"]
+        if bc.loader == "memory":
+            lines.append("BC data              whole dataset as tensors (no loader workers)")
+        elif bc.loader == "dataloader":
+            lines.append(f"BC loader workers    {n:>3}  ({src})")
+        else:
+            lines.append(
+                f"BC data              as tensors if it fits in memory, else {n} DataLoader "
+                f"workers ({src})"
+            )
+    if "rl" in names:
+        from rlkit.rl.seeds import plan_parallel
+
+        rl = settings("rl")
+        how = {
+            "batched": "batched cars in one process",
+            "subproc": f"subprocess envs ({plan.worker_sources['rl']})",
+            "dummy": f"envs in one process ({plan.worker_sources['rl']})",
+        }[rl.vec]
+        lines.append(f"RL envs              {rl.num_envs:>3}  {how}")
+        if rl.seeds:
+            lines.append(
+                f"RL seeds             {len(rl.seeds):>3}  ({plan_parallel(rl)} at once, one "
+                "torch thread each)"
+            )
+    return lines
 
 
 def check_stages(plan: Plan, routed: dict[str, list[str]]) -> None:

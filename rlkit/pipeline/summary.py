@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rlkit.pipeline.stages import Plan
-from rlkit.report import format_eval_table
+from rlkit.pipeline.stages import Plan, parallelism, route_passthrough
+from rlkit.report import format_eval_table, label_policies
+from rlkit.rl.seeds import aggregate_markdown
 from rlkit.utils import RESULT_FILE, json_ready
 
 __all__ = ["build_summary", "summary_markdown"]
@@ -35,6 +36,12 @@ def _stage_figures(name: str, r: dict[str, Any]) -> tuple[str, str]:
         return (
             f"{r['samples_per_s']:,.0f} samples/s ({r['loader']}, {r['device']})",
             f"{r['epochs_run']} epochs, best val loss {r['best_val_loss']:.4f}",
+        )
+    if name == "rl" and "aggregate" in r:  # --seeds
+        speed = r["aggregate"]["metrics"]["steps_per_s"]["mean"]
+        return (
+            f"{speed:,.0f} env-steps/s per seed, {r['parallel']} seeds at once",
+            f"{len(r['seeds'])} seeds",
         )
     if name == "rl":
         return f"{r['steps_per_s']:,.0f} env-steps/s", f"{r['timesteps']:,} env steps"
@@ -67,13 +74,15 @@ def build_summary(plan: Plan) -> dict[str, Any]:
                 "details": result,
             }
         )
-    rl = _read_result(plan.run_dir / "rl").get("eval") or {}
-    if not rl:  # no RL stage finished: the BC evaluation, if any
+    rl_result = _read_result(plan.run_dir / "rl")
+    rl = rl_result.get("eval") or {}
+    if not rl and not rl_result.get("aggregate"):  # no RL stage finished: BC's, if any
         rl = _read_result(plan.run_dir / "bc").get("eval") or {}
     return json_ready(
         {
             "run_dir": plan.run_dir,
             "cores": plan.cores,
+            "parallelism": parallelism(plan, route_passthrough(plan.passthrough, plan.stage_list)),
             "workers": plan.workers,
             "worker_sources": plan.worker_sources,
             "preset": "quick" if plan.quick else "default",
@@ -81,9 +90,11 @@ def build_summary(plan: Plan) -> dict[str, Any]:
             "stages": rows,
             "total_wall_s": sum(r["wall_s"] or 0.0 for r in rows),
             "evaluation": rl,
+            "policies": rl_result.get("policies") or {},
+            "seeds": rl_result.get("aggregate"),
             "files": {
                 name: str(plan.run_dir / name)
-                for name in ("learning_curve.png", "lap.gif")
+                for name in ("learning_curve.png", "learning_curves.png", "lap.gif")
                 if (plan.run_dir / name).is_file()
             },
         }
@@ -94,8 +105,9 @@ def summary_markdown(s: dict[str, Any]) -> str:
     lines = [
         f"# rlkit run {Path(s['run_dir']).name}",
         "",
-        f"{s['cores']} cores; workers: collection {s['workers']['collect']}, BC loader "
-        f"{s['workers']['bc']}, RL envs {s['workers']['rl']}; preset {s['preset']}.",
+        f"{s['cores']} cores, preset {s['preset']}; "
+        + "; ".join(" ".join(line.split()) for line in s["parallelism"])
+        + ".",
         "",
         "| stage | wall time | throughput | result |",
         "|---|---:|---|---|",
@@ -110,9 +122,20 @@ def summary_markdown(s: dict[str, Any]) -> str:
     ev = s["evaluation"]
     if ev:
         n = next(iter(ev.values()))["episodes"]
-        rows = {name: ev[name] for name in ("expert", "bc", "rl") if name in ev}
+        order = ("expert", "bc", "rl_final", "rl_selected")
+        rows = label_policies({k: ev[k] for k in order if k in ev}, s["policies"])
         table = format_eval_table(rows, markdown=True)
-        lines += ["", f"Policies on the same {n} held-out tracks:", "", table]
+        what = (
+            "test tracks (never used for training or selection)"
+            if s["policies"]
+            else ("held-out tracks")
+        )
+        lines += ["", f"Policies on the same {n} {what}:", "", table]
+        if "rl_selected" in ev:
+            lines += ["", "RL final: the policy at the end of training; RL selected: the "
+                      "checkpoint with the best return on the validation tracks."]  # fmt: skip
+    if s.get("seeds"):
+        lines += ["", "RL across seeds: " + aggregate_markdown(s["seeds"])]
     if s["files"]:
         lines += ["", "Files: " + ", ".join(Path(p).name for p in s["files"].values())]
     return "\n".join(lines) + "\n"

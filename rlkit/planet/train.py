@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from rlkit.planet.config import WorldModelConfig, WorldModelResult, summary_text
 from rlkit.planet.dataset import EpisodeDataset, batch_to_device, keep_batch
@@ -53,6 +52,7 @@ from rlkit.planet.envs import PixelEnv, make_pixel_env
 from rlkit.planet.episodes import make_planner, planning_threads, run_episode, write_openloop_png
 from rlkit.planet.model import WorldModel
 from rlkit.planet.storage import EPISODE_RE, EpisodeStorage
+from rlkit.progress import progress as make_progress
 from rlkit.rundir import RunDir, RunLock, clean_stale_temps, say
 from rlkit.utils import (
     episode_seed,
@@ -201,12 +201,13 @@ class _Loop:
     # -- seed episodes: top up to --seed-episodes (existing ones count)
     def seed_episodes(self, progress: bool) -> None:
         missing = self.cfg.seed_episodes - len(self.storage.discover())
-        for _ in tqdm(range(max(0, missing)), desc="seed episodes", unit="ep",
-                      disable=not progress):  # fmt: skip
-            index = self.storage.next_index()
-            ep = run_episode(self.env, episode_seed(self.cfg.seed, index, "demo"))
-            ep.save(self.storage)
-            self.random_returns.append(ep.ret)
+        with make_progress(max(0, missing), "seed episodes", "ep", enabled=progress) as bar:
+            for _ in range(max(0, missing)):
+                index = self.storage.next_index()
+                ep = run_episode(self.env, episode_seed(self.cfg.seed, index, "demo"))
+                ep.save(self.storage)
+                self.random_returns.append(ep.ret)
+                bar.update(1)
 
     def make_dataset(self) -> None:
         cfg = self.cfg
@@ -240,10 +241,10 @@ class _Loop:
         cfg = self.cfg
         with (self.out / "metrics.csv").open("a", newline="") as mf:  # trim_csv wrote the header
             log = csv.writer(mf)
-            bar = tqdm(range(self.iteration, cfg.iterations), desc="world model", unit="it",
-                       initial=self.iteration, total=cfg.iterations, disable=not progress,
-                       dynamic_ncols=True)  # fmt: skip
-            for it in bar:
+            bar = make_progress(
+                cfg.iterations, "world model", "it", initial=self.iteration, enabled=progress
+            )
+            for it in range(self.iteration, cfg.iterations):
                 self.dataset.refresh()
                 self.dataset.set_iteration(it)
                 train_s, steps = self.train(it)
@@ -273,6 +274,7 @@ class _Loop:
                 self.log_tensorboard(row, bool(returns))
                 bar.set_postfix(loss=f"{self.last['loss']:.1f}", ret=f"{train_ret:.0f}",
                                 batches_s=f"{row['batches_per_s']:.2f}")  # fmt: skip
+                bar.update(1)
                 if self.checkpoint(done):
                     break
             bar.close()
@@ -354,7 +356,7 @@ class _Loop:
         with torch.random.fork_rng(devices=devices), planning_threads(self.device):
             eps = []
             for j in range(cfg.eval_episodes):
-                s = episode_seed(cfg.seed, j, "eval")
+                s = episode_seed(cfg.seed, j, "test")
                 torch.manual_seed(s)
                 planner = make_planner(self.model, self.plan_cfg, s)
                 eps.append(run_episode(self.env, s, self.model, planner))

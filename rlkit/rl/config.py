@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -36,6 +37,29 @@ class RLConfig:
     timesteps: int = field(default=500_000, metadata={"help": "environment steps to train"})
     batch_size: int = field(default=256, metadata={"help": "SGD minibatch size"})
     lr: float = field(default=3e-4, metadata={"help": "learning rate"})
+    lr_schedule: Literal["constant", "linear"] = field(
+        default="linear",
+        metadata={
+            "help": "learning rate over training: linear decay to 0 at --timesteps (steadies "
+            "the final policy: docs/rl.md), or constant"
+        },
+    )
+    gamma: float = field(
+        default=0.99,
+        metadata={"help": "discount factor (the weight of the future: of staying on the track)"},
+    )
+    action_std: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "PPO: the exploration std, annealed linearly from the first value to the "
+            "second over --timesteps instead of learned (e.g. 0.3 0.05)",
+            "nargs": 2,
+        },
+    )
+    target_kl: float | None = field(
+        default=None,
+        metadata={"help": "PPO: stop a rollout's epochs once the approximate KL passes this"},
+    )
     gradient_steps: int | None = field(
         default=None,
         metadata={"help": "off-policy: gradient steps per update (default: one per env step)"},
@@ -72,7 +96,30 @@ class RLConfig:
             "update (0: off)"
         },
     )
-    seed: int = field(default=0, metadata={"help": "seed for envs, networks and evaluation"})
+    seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "training seed: envs, networks, exploration (default 0; not with --seeds)"
+        },
+    )
+    seeds: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "train one run per seed, in parallel processes, into OUTPUT/seed_<s>/, and "
+            "write their aggregate (mean, IQM, 95% bootstrap CI)"
+        },
+    )
+    parallel: int | None = field(
+        default=None,
+        metadata={"help": "--seeds: runs at once (default: one per core, as memory allows)"},
+    )
+    track_seed: int = field(
+        default=0,
+        metadata={
+            "help": "seed of the validation and test tracks: every training seed, BC and the "
+            "expert drive the same ones"
+        },
+    )
     output: str = field(default="runs/rl", metadata={"help": "output folder"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "device"})
     threads: int = field(
@@ -82,7 +129,20 @@ class RLConfig:
         default=50_000, metadata={"help": "env steps between checkpoints (0: none)"}
     )
     eval_every: int = field(default=25_000, metadata={"help": "env steps between evaluations"})
-    eval_episodes: int = field(default=20, metadata={"help": "held-out tracks per evaluation"})
+    eval_episodes: int = field(
+        default=20,
+        metadata={
+            "help": "validation tracks per evaluation during training (the best on them is "
+            "kept as best_model.zip)"
+        },
+    )
+    test_episodes: int = field(
+        default=50,
+        metadata={
+            "help": "test tracks of the final report (final and selected policy, BC, expert; "
+            "never used for selection)"
+        },
+    )
     tensorboard: str | None = field(
         default=None, metadata={"help": "TensorBoard log folder (needs pip install tensorboard)"}
     )
@@ -126,6 +186,28 @@ class RLConfig:
             (self.critic_warmup >= 0, f"critic_warmup must be >= 0, got {self.critic_warmup}"),
             (not (self.resume and self.overwrite), "pass either --resume or --overwrite, not both"),
             (
+                self.seeds is None or self.seed is None,
+                f"pass either --seed or --seeds, not both (seed {self.seed}, seeds {self.seeds})",
+            ),
+            (
+                self.action_std is None
+                or (len(self.action_std) == 2 and all(0 < x <= 1 for x in self.action_std)),
+                f"action_std must be two values in (0, 1], got {self.action_std}",
+            ),
+            (self.seeds is None or len(self.seeds) >= 1, "--seeds needs at least one seed"),
+            (
+                self.seeds is None or len(set(self.seeds)) == len(self.seeds),
+                f"--seeds has duplicates: {self.seeds}; each seed once",
+            ),
+            (
+                self.seeds is None or all(0 <= s < 2**32 for s in self.seeds),
+                f"--seeds must be in [0, 4294967295], got {self.seeds}",
+            ),
+            (
+                self.seeds is None or not (self.eval_only or self.render != "none"),
+                "--seeds trains; --eval-only/--render evaluate one model: pass one of them",
+            ),
+            (
                 self.max_minutes is None or self.max_minutes > 0,
                 f"max_minutes must be > 0, got {self.max_minutes}",
             ),
@@ -150,6 +232,8 @@ class RLConfig:
                 "timesteps": (1, 1e10),
                 "batch_size": (1, 2**20),
                 "lr": (1e-10, 1),
+                "target_kl": (1e-6, 100),
+                "gamma": (0, 1),
                 "gradient_steps": (1, 1e6),
                 "train_freq": (1, 1e6),
                 "buffer_size": (1, 1e8),
@@ -158,14 +242,27 @@ class RLConfig:
                 "critic_warmup": (0, 1e10),
                 "bc_weight": (0, 1e6),
                 "seed": (0, 2**32 - 1),
+                "parallel": (1, 4096),
+                "track_seed": (0, 2**32 - 1),
                 "threads": (1, 1024),
                 "checkpoint_every": (0, 1e10),
                 "eval_every": (0, 1e10),
                 "eval_episodes": (1, 100_000),
+                "test_episodes": (1, 100_000),
                 "max_episode_steps": (1, 1e6),
                 "max_minutes": (1e-3, 1e6),
             },
         )
+
+    @property
+    def run_seed(self) -> int:
+        """The training seed of one run: ``--seed``, else 0."""
+        return 0 if self.seed is None else self.seed
+
+    def for_seed(self, seed: int | None = None) -> RLConfig:
+        """One run's options: ``seed`` (default :attr:`run_seed`), without ``--seeds``."""
+        seed = self.run_seed if seed is None else seed
+        return dataclasses.replace(self, seed=seed, seeds=None, parallel=None)
 
     @property
     def num_envs(self) -> int:

@@ -11,31 +11,42 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from rlkit.envs.racing import RacingEnv
 from rlkit.envs.sim import RacingConfig
 from rlkit.envs.vec_env import RacingVecEnv
 from rlkit.policy import BCPolicy, build_policy_kwargs, load_bc_into, read_export_meta
-from rlkit.report import eval_payload, format_eval_table, write_learning_curve_png, write_video
+from rlkit.report import (
+    eval_payload,
+    format_eval_table,
+    label_policies,
+    write_learning_curve_png,
+    write_video,
+)
 from rlkit.rl.callbacks import (
+    BEST_MODEL,
     BCRegulariser,
     CheckpointEvery,
     CriticWarmup,
     EvalEvery,
     ProgressBar,
+    StdSchedule,
     WallClock,
     WallClockLimit,
     newest_checkpoint,
+    restore_best,
     save_checkpoint,
     save_model_atomic,
 )
@@ -44,6 +55,7 @@ from rlkit.rollout import (
     ACTION_KEY,
     OBS_KEY,
     EvalResult,
+    evaluate,
     evaluate_drivers,
     expert_driver,
     model_driver,
@@ -51,6 +63,9 @@ from rlkit.rollout import (
 )
 from rlkit.rundir import RunDir, say
 from rlkit.utils import from_json, resolve_device, trim_csv, worker_setup, write_json_atomic
+
+if TYPE_CHECKING:
+    from rlkit.rl.seeds import SeedsResult
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +76,8 @@ class RLResult:
     timesteps: int
     wall_s: float
     steps_per_s: float
-    eval: dict[str, EvalResult] = field(default_factory=dict)
+    eval: dict[str, EvalResult] = field(default_factory=dict)  # on the test tracks
+    policies: dict[str, dict[str, Any]] = field(default_factory=dict)  # which model, which step
 
 
 # ------------------------------------------------------------------ environment and model
@@ -83,7 +99,7 @@ def make_vec_env(cfg: RLConfig, env_config: RacingConfig) -> VecEnv:
     """The training VecEnv; car/env ``i`` is seeded with ``seed + i``."""
     n = cfg.num_envs
     if cfg.vec == "batched":
-        return RacingVecEnv(n, config=env_config, seed=cfg.seed)
+        return RacingVecEnv(n, config=env_config, seed=cfg.run_seed)
 
     subproc = cfg.vec == "subproc"
 
@@ -96,7 +112,7 @@ def make_vec_env(cfg: RLConfig, env_config: RacingConfig) -> VecEnv:
     env = (
         SubprocVecEnv(fns, start_method="forkserver") if cfg.vec == "subproc" else DummyVecEnv(fns)
     )
-    env.seed(cfg.seed)
+    env.seed(cfg.run_seed)
     return env
 
 
@@ -106,9 +122,12 @@ def build_model(
     """A fresh SB3 model; with a BC export (``bc_meta``) its network has the BC shape."""
     cls = ALGOS[cfg.algo]
     kwargs: dict[str, Any] = {
-        "learning_rate": cfg.lr,
+        "learning_rate": LinearSchedule(cfg.lr, 0.0, 1.0)
+        if cfg.lr_schedule == "linear"
+        else cfg.lr,
         "batch_size": cfg.batch_size,
-        "seed": cfg.seed,
+        "seed": cfg.run_seed,
+        "gamma": cfg.gamma,
         "device": device,
         "verbose": 0,
         "tensorboard_log": cfg.tensorboard,
@@ -133,7 +152,7 @@ def build_model(
         if cfg.algo == "td3":
             kwargs["action_noise"] = NormalActionNoise(np.zeros(2), 0.1 * np.ones(2))
     else:
-        kwargs.update(n_steps=cfg.n_steps, batch_size=cfg.batch_size)
+        kwargs.update(n_steps=cfg.n_steps, batch_size=cfg.batch_size, target_kl=cfg.target_kl)
     return cls("MlpPolicy", env, **kwargs)
 
 
@@ -225,8 +244,16 @@ def prefill_demos(
 
 
 # ------------------------------------------------------------------ training
-def train_rl(cfg: RLConfig, *, argv: list[str] | None = None, progress: bool = True) -> RLResult:
-    """Train (or resume) an SB3 agent; see :mod:`rlkit.rl` for the outputs."""
+def train_rl(
+    cfg: RLConfig, *, argv: list[str] | None = None, progress: bool = True
+) -> RLResult | SeedsResult:
+    """Train (or resume) an SB3 agent; see :mod:`rlkit.rl` for the outputs. With ``seeds``
+    one run per seed (:func:`rlkit.rl.seeds.train_seeds`)."""
+    if cfg.seeds is not None:
+        from rlkit.rl.seeds import train_seeds
+
+        return train_seeds(cfg, argv=argv)
+    cfg = cfg.for_seed()
     if cfg.tensorboard:
         try:
             import tensorboard  # noqa: F401
@@ -280,10 +307,11 @@ def _train(
     result = RLResult(
         out, int(model.num_timesteps), wall, (model.num_timesteps - start_steps) / max(wall, 1e-9)
     )
-    result.eval = compare(model, env_config, cfg, out)
+    result.eval, payload = compare(model, env_config, cfg, out)
+    result.policies = payload["policies"]
     write_learning_curve_png(out, result.eval)
     if cfg.video:
-        write_video(model_driver(model), env_config, cfg.video, cfg.seed)
+        write_video(model_driver(model), env_config, cfg.video, cfg.track_seed)
     run.finish(result, summary_text(result), complete=model.num_timesteps >= cfg.timesteps)
     return result
 
@@ -304,6 +332,7 @@ def _resume(
         )
     kept = trim_csv(run.path / "learning_curve.csv", lambda r: int(r[0]) <= done["env_steps"])
     clock = WallClock(done.get("wall_s", 0.0))
+    restore_best(run, ckpt)
     model = ALGOS[cfg.algo].load(str(ckpt / "model.zip"), env=env, device=device)
     if isinstance(model, OffPolicyAlgorithm) and (ckpt / "replay_buffer.pkl").is_file():
         model.load_replay_buffer(str(ckpt / "replay_buffer.pkl"))
@@ -343,7 +372,7 @@ def _callbacks(
     """The callbacks of ``learn``, in the order they run (the progress bar is added last)."""
     every = cfg.eval_every or cfg.timesteps
     callbacks: list[BaseCallback] = [
-        EvalEvery(run.path, every, env_config, cfg.eval_episodes, cfg.seed, clock)
+        EvalEvery(run.path, every, env_config, cfg.eval_episodes, cfg.track_seed, clock)
     ]
     if cfg.checkpoint_every:
         callbacks.append(CheckpointEvery(run, cfg.checkpoint_every, clock))
@@ -351,9 +380,11 @@ def _callbacks(
         callbacks.append(WallClockLimit(t0, cfg.max_minutes * 60))
     if cfg.init_from and cfg.critic_warmup:
         callbacks.append(CriticWarmup(cfg.critic_warmup))
+    if cfg.action_std and isinstance(model, PPO):
+        callbacks.append(StdSchedule(*cfg.action_std, cfg.timesteps))
     if cfg.demos and cfg.bc_weight > 0 and isinstance(model, OffPolicyAlgorithm):
         demo = load_demos(cfg.demos, model, cfg.obs_key, cfg.action_key)
-        callbacks.append(BCRegulariser(demo["obs"], demo["action"], cfg.bc_weight, cfg.seed))
+        callbacks.append(BCRegulariser(demo["obs"], demo["action"], cfg.bc_weight, cfg.run_seed))
     return callbacks
 
 
@@ -366,7 +397,8 @@ def _learn(
     progress: bool,
 ) -> None:
     """``model.learn`` up to ``cfg.timesteps`` env steps; a diverged policy is an error."""
-    bar = ProgressBar(start_steps, cfg.timesteps)
+    evaluator = next((c for c in callbacks if isinstance(c, EvalEvery)), None)
+    bar = ProgressBar(start_steps, cfg.timesteps, evaluator)
     try:
         model.learn(
             total_timesteps=cfg.timesteps - start_steps,
@@ -395,27 +427,52 @@ def _learn(
 # ------------------------------------------------------------------ evaluation
 def compare(
     model: BaseAlgorithm, env_config: RacingConfig, cfg: RLConfig, out: Path
-) -> dict[str, EvalResult]:
-    """RL (best model), BC and the expert on the same held-out tracks -> eval.json."""
-    best_path = out / "best_model.zip"
-    best = ALGOS[cfg.algo].load(str(best_path), device="cpu") if best_path.is_file() else model
-    drivers = {"rl": model_driver(best)}
+) -> tuple[dict[str, EvalResult], dict[str, Any]]:
+    """The final policy, the selected one (``best_model.zip``, best on the validation
+    tracks), BC and the expert on the same *test* tracks -> ``eval.json``.
+
+    Returns:
+        The rows and the ``eval.json`` payload (which also labels the two RL policies and
+        holds the expert on the validation tracks, what the learning curve compares with).
+    """
+    drivers = {"rl_final": model_driver(model)}
+    policies = {"rl_final": {"model": "final_model.zip", "env_steps": int(model.num_timesteps)}}
+    best_path = out / BEST_MODEL
+    if best_path.is_file():
+        best = ALGOS[cfg.algo].load(str(best_path), device="cpu")
+        drivers["rl_selected"] = model_driver(best)
+        policies["rl_selected"] = {
+            "model": BEST_MODEL,
+            "env_steps": int(best.num_timesteps),
+            "selected_by": f"best mean return on {cfg.eval_episodes} validation tracks",
+        }
     if cfg.init_from:
         drivers["bc"] = policy_driver(BCPolicy.load(Path(cfg.init_from) / "bc_policy.pt"))
     drivers["expert"] = expert_driver()
-    rows = evaluate_drivers(drivers, env_config, cfg.eval_episodes, cfg.seed)
-    write_json_atomic(out / "eval.json", eval_payload(rows, cfg.eval_episodes, cfg.seed))
-    return rows
+    rows = evaluate_drivers(drivers, env_config, cfg.test_episodes, cfg.track_seed, stream="test")
+    payload = eval_payload(rows, cfg.test_episodes, cfg.track_seed, stream="test")
+    payload["policies"] = policies
+    val_expert = evaluate(
+        expert_driver(), env_config, cfg.eval_episodes, cfg.track_seed, stream="val"
+    )
+    payload["validation"] = {
+        "seed_stream": "val",
+        "episodes": cfg.eval_episodes,
+        "expert": val_expert.to_dict(),
+    }
+    write_json_atomic(out / "eval.json", payload)
+    return rows, payload
 
 
 def eval_only(cfg: RLConfig) -> dict[str, EvalResult]:
     """``--eval-only MODEL``: evaluate a saved model (algorithm from --algo).
 
-    With ``--render human`` the policy first drives the ``--eval-episodes`` evaluation
+    With ``--render human`` the policy first drives the ``--test-episodes`` test
     tracks live in a pygame window, in real time (the same tracks and start states as the
-    table: episode i is ``RacingEnv`` seeded with ``episode_seed(seed, i, "eval")``, like car
+    table: episode i is ``RacingEnv`` seeded with ``episode_seed(seed, i, "test")``, like car
     i of :func:`~rlkit.rollout.evaluate`). Closing the window skips to the table.
     """
+    cfg = cfg.for_seed()
     path = Path(cfg.eval_only or "")
     if not path.is_file():
         raise FileNotFoundError(f"--eval-only {path}: no such model file")
@@ -429,11 +486,11 @@ def eval_only(cfg: RLConfig) -> dict[str, EvalResult]:
             "pass the matching --algo"
         ) from e
     if cfg.render == "human":
-        _watch(model, env_config, cfg.eval_episodes, cfg.seed)
+        _watch(model, env_config, cfg.test_episodes, cfg.track_seed)
     drivers = {"rl": model_driver(model), "expert": expert_driver()}
-    rows = evaluate_drivers(drivers, env_config, cfg.eval_episodes, cfg.seed)
+    rows = evaluate_drivers(drivers, env_config, cfg.test_episodes, cfg.track_seed)
     if cfg.video:
-        write_video(model_driver(model), env_config, cfg.video, cfg.seed)
+        write_video(model_driver(model), env_config, cfg.video, cfg.track_seed)
     return rows
 
 
@@ -445,7 +502,7 @@ def _watch(model: BaseAlgorithm, env_config: RacingConfig, episodes: int, seed: 
     env = RacingEnv(render_mode="human", config=env_config)
     try:
         for i in range(episodes):
-            obs, _ = env.reset(seed=episode_seed(seed, i, "eval"))  # opens the window
+            obs, _ = env.reset(seed=episode_seed(seed, i, "test"))  # opens the window
             done = False
             while not done and env.window is not None and env.window.is_open:
                 action, _ = model.predict(obs, deterministic=True)
@@ -463,6 +520,8 @@ def summary_text(result: RLResult) -> str:
         f"  env steps       {result.timesteps:,}  "
         f"({result.steps_per_s:,.0f} env-steps/s, {result.wall_s:.1f} s)",
         "",
-        format_eval_table(result.eval),
+        f"On {next(iter(result.eval.values())).episodes} test tracks (never used for "
+        "training or selection):",
+        format_eval_table(label_policies(result.eval, result.policies)),
     ]
     return "\n".join(lines)

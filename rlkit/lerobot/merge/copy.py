@@ -19,13 +19,13 @@ from typing import Any, TypeVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from rlkit.lerobot.layout import DataFileWriter, LeRobotFormatError, is_float
 from rlkit.lerobot.merge.features import Feature
 from rlkit.lerobot.merge.plan import Plan, Source
 from rlkit.lerobot.reader import column_to_numpy, nonfinite_rows, parquet_errors
 from rlkit.lerobot.stats import episode_stats_arrays
+from rlkit.progress import progress as make_progress
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -51,10 +51,11 @@ def copy_data(
     tabular = [k for k, f in plan.features.items() if f.tabular]
     ep_parts: dict[str, list[dict[str, np.ndarray]]] = {k: [] for k in tabular}
     col_parts: dict[str, list[np.ndarray]] = {k: [] for k in keep_columns}
+    n_frames = int(plan.lengths.sum())
+    # first: a bad RLKIT_PROGRESS_SECONDS raises before a file is open
+    bar = make_progress(n_frames, "merge", "frame", enabled=progress, unit_scale=True)
     data = DataFileWriter(out_root, plan.layout, plan.schema)
     load = _Loader(plan, keep_columns, out_root)
-    n_frames = int(plan.lengths.sum())
-    bar = tqdm(total=n_frames, desc="merge", unit="frame", disable=not progress, unit_scale=True)
     try:
         for _, res in _ordered_map(pool, load, _jobs(_pieces(plan)), window):
             if res.table is not None:
