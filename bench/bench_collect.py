@@ -42,9 +42,19 @@ from typing import Any
 import numpy as np
 
 try:  # `python bench/bench_collect.py` puts bench/ on sys.path
-    from bench_env import add_output_args, machine_info, output_path, print_table, write_json
+    from bench_env import (
+        add_output_args,
+        machine_info,
+        print_table,
+        save_record,
+    )
 except ImportError:  # `python -m bench.bench_collect`
-    from bench.bench_env import add_output_args, machine_info, output_path, print_table, write_json
+    from bench.bench_env import (
+        add_output_args,
+        machine_info,
+        print_table,
+        save_record,
+    )
 
 NAME = "bench_collect"
 REPO = Path(__file__).resolve().parent.parent
@@ -385,9 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "expert_laps": laps,
     }
-    out = output_path(args, NAME)
-    write_json(out, record)
-    print(f"\nwrote {out}")
+    save_record(args, NAME, record)
     return 0
 
 

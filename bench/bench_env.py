@@ -123,6 +123,14 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
     write_json_atomic(path, record)
 
 
+def save_record(args: argparse.Namespace, name: str, record: dict[str, Any]) -> Path:
+    """Write a benchmark's JSON where ``--output`` / ``--write-results`` say; print where."""
+    out = output_path(args, name)
+    write_json(out, record)
+    print(f"\nwrote {out}")
+    return out
+
+
 def print_table(headers: list[str], rows: list[list[str]]) -> None:
     """Plain aligned table: first column left-aligned, the rest right-aligned."""
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
@@ -463,9 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "ratios": ratios,
     }
-    out = output_path(args, NAME)
-    write_json(out, record)
-    print(f"\nwrote {out}")
+    save_record(args, NAME, record)
     return 0
 
 

@@ -43,9 +43,19 @@ from typing import Any
 import numpy as np
 
 try:  # `python bench/bench_merge.py` puts bench/ on sys.path
-    from bench_env import add_output_args, output_path, print_table, report_header, write_json
+    from bench_env import (
+        add_output_args,
+        print_table,
+        report_header,
+        save_record,
+    )
 except ImportError:  # `python -m bench.bench_merge`
-    from bench.bench_env import add_output_args, output_path, print_table, report_header, write_json
+    from bench.bench_env import (
+        add_output_args,
+        print_table,
+        report_header,
+        save_record,
+    )
 
 NAME = "bench_merge"
 REPO = Path(__file__).resolve().parent.parent
@@ -439,9 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     record["results"] = results
     record["goals"] = goals
-    out = output_path(args, NAME)
-    write_json(out, record)
-    print(f"\nwrote {out}")
+    save_record(args, NAME, record)
     return 0
 
 

@@ -48,9 +48,23 @@ import numpy as np
 import torch
 
 try:  # `python bench/bench_world_model.py` puts bench/ on sys.path
-    from bench_env import add_output_args, output_path, print_table, report_header, write_json
+    from bench_env import (
+        add_output_args,
+        output_path,
+        print_table,
+        report_header,
+        save_record,
+        write_json,
+    )
 except ImportError:  # `python -m bench.bench_world_model`
-    from bench.bench_env import add_output_args, output_path, print_table, report_header, write_json
+    from bench.bench_env import (
+        add_output_args,
+        output_path,
+        print_table,
+        report_header,
+        save_record,
+        write_json,
+    )
 
 from rlkit.planet.dataset import EpisodeDataset, batch_to_device
 from rlkit.planet.envs import make_pixel_env, render_pendulum
@@ -579,9 +593,7 @@ def main() -> int:
         "cache": cache,
         "model": model,
     }
-    out = output_path(args, NAME)
-    write_json(out, report)
-    print(f"\nwrote {out}")
+    save_record(args, NAME, report)
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import importlib
 import logging
 import math
@@ -26,10 +27,11 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing import shared_memory
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from rlkit.cluster import ClusterInfo, check_executor, map_ordered, ray_session
 from rlkit.config import run_config_files
 from rlkit.envs.expert import Expert
 from rlkit.envs.sim import RacingConfig
@@ -38,6 +40,7 @@ from rlkit.lerobot.stats import episode_stats_arrays
 from rlkit.progress import progress as make_progress
 from rlkit.rollout import ACTION_KEY, OBS_KEY, expert_driver, rollout
 from rlkit.rundir import check_replaceable, clean_stale_temps, say
+from rlkit.tools import TOOLS
 from rlkit.utils import RESULT_FILE, default_workers, worker_setup, write_json_atomic
 
 __all__ = ["CollectConfig", "CollectError", "CollectResult", "collect"]
@@ -86,6 +89,21 @@ class CollectConfig:
         },
     )
     n_rays: int = field(default=11, metadata={"help": "range-sensor rays in the observation"})
+    executor: Literal["local", "ray"] = field(
+        default="local",
+        metadata={
+            "help": "local: a process pool on this machine; ray: each chunk is a Ray task on "
+            "the cluster (--ray-address), the same dataset byte for byte (pip install "
+            "'rlkit[ray]')"
+        },
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata={
+            "help": "--executor ray: the cluster to join (host:port, or auto); default "
+            "RAY_ADDRESS, else a Ray instance on this machine (--workers CPUs)"
+        },
+    )
 
     def __post_init__(self) -> None:
         # Bounds checked before any work: --episodes 1e20 once grew the episode list to 5 GB
@@ -134,6 +152,7 @@ class CollectConfig:
             raise ValueError(f"n_rays must be <= {MAX_RAYS}, got {self.n_rays}")
         if not str(self.output).strip():
             raise ValueError("output must name a dataset folder, got ''; pass --output DIR")
+        check_executor(self.executor)
 
     @property
     def num_workers(self) -> int:
@@ -159,7 +178,8 @@ class CollectResult:
     lap_rate: float  # fraction of episodes that completed at least one lap
     crash_rate: float  # fraction of episodes that left the track
     mean_first_lap_s: float  # NaN if no episode completed a lap
-    workers: int
+    workers: int  # worker processes, or the cluster's CPUs
+    cluster: dict[str, Any] | None = None  # --executor ray: ClusterInfo
 
     @property
     def episodes_per_s(self) -> float:
@@ -432,7 +452,26 @@ def collect(
     ).start()
     env_config = env_config or cfg.env_config()
     expert = expert or Expert()
-    workers = cfg.num_workers
+    with contextlib.ExitStack() as stack:
+        cluster = None
+        if cfg.executor == "ray":
+            cluster = stack.enter_context(ray_session(cfg.ray_address, cfg.workers))
+            say(f"{TOOLS['collect'].script}: {cluster.describe()}")
+        return _record(cfg, env_config, expert, cluster, argv, progress, t0)
+
+
+def _record(
+    cfg: CollectConfig,
+    env_config: RacingConfig,
+    expert: Expert,
+    cluster: ClusterInfo | None,
+    argv: list[str] | None,
+    progress: bool,
+    t0: float,
+) -> CollectResult:
+    """Drive the chunks (a pool, or Ray tasks on ``cluster``) and stream them to the writer."""
+    out = Path(cfg.output)
+    workers = cluster.cpus if cluster else cfg.num_workers
     tasks = [
         (c, cfg.seed, cfg.noise, env_config, expert)
         for c in _chunks(cfg.episodes, workers, cfg.chunk_size)
@@ -444,7 +483,7 @@ def collect(
     next_ep = 0  # episodes [0, next_ep) are in the writer
     writer = None
     bar = make_progress(cfg.episodes, "collect", "ep", enabled=progress)
-    driven = _drive(tasks, workers)
+    driven = _drive_ray(tasks, workers) if cluster else _drive(tasks, workers)
     try:
         for chunk in driven:
             bar.update(len(chunk["indices"]))
@@ -488,6 +527,7 @@ def collect(
         crash_rate=float(summary["terminated"].mean()),
         mean_first_lap_s=float(first_laps[laps_ok].mean()) if laps_ok.any() else math.nan,
         workers=workers,
+        cluster=dataclasses.asdict(cluster) if cluster else None,
     )
     write_json_atomic(out / RESULT_FILE, result.to_dict())
     logger.info(
@@ -530,6 +570,22 @@ def _drive(tasks: list[tuple[Any, ...]], workers: int):
         remote = getattr(e, "__cause__", None)
         detail = f"\n{remote}" if remote is not None else ""
         raise CollectError(f"a collection worker failed: {type(e).__name__}: {e}{detail}") from e
+
+
+def _drive_ray(tasks: list[tuple[Any, ...]], cpus: int):
+    """:func:`_drive` on a Ray cluster: each chunk a task, two per CPU in flight, the
+    results in episode order (the driver holds one chunk at a time; the others wait in the
+    object store of the node that drove them).
+
+    Raises:
+        CollectError: a task raised (its traceback is in the message) or failed its retries.
+    """
+    from ray.exceptions import RayError
+
+    try:
+        yield from map_ordered(_run_chunk, tasks, window=2 * max(1, cpus))
+    except RayError as e:
+        raise CollectError(f"a collection task failed on the Ray cluster: {e}") from e
 
 
 def _dataset_writer(cfg: CollectConfig, env_config: RacingConfig):

@@ -124,7 +124,9 @@ def test_tiny_run_killed_during_rl_resumes_and_writes_the_summary(tmp_path):
         assert (
             json.loads((run / "rl" / f"seed_{s}" / "result.json").read_text())["timesteps"] >= 2048
         )
-    assert "resuming" in (run / "rl" / "logs" / "seed_0.log").read_text()
+    # the seed that had checkpointed when the pipeline was killed resumed from there
+    logs = [(run / "rl" / "logs" / f"seed_{s}.log").read_text() for s in (0, 1)]
+    assert any("resuming" in log for log in logs)
     md = (run / "summary.md").read_text()
     assert "| collect |" in md and "| expert |" in md and "RL across seeds: 2 seeds" in md
     assert (run / "lap.gif").stat().st_size > 0 and (run / "learning_curves.png").is_file()

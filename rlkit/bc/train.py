@@ -167,7 +167,9 @@ class _Trainer:
         batches = self.batches()
         log = csv.writer(log_file)
         desc = "bc" if self.phase == 0 else f"dagger {self.phase}"
-        bar = make_progress(epochs - self.epoch, desc, "epoch", enabled=progress)
+        first = self.epoch
+        bar = make_progress(epochs - first, desc, "epoch", enabled=progress)
+        per_batch = 1 / max(1, len(batches))  # a long epoch shows progress inside it too
         for epoch in range(self.epoch, epochs):
             t0 = time.perf_counter()
             self.policy.train()
@@ -179,6 +181,7 @@ class _Trainer:
                 self.opt.step()
                 total += loss.item() * len(xb)
                 count += len(xb)
+                bar.update(per_batch)
             train_loss = total / count
             val = self.val_loss()
             if not math.isfinite(train_loss) or (self.val_mask.any() and not math.isfinite(val)):
@@ -207,7 +210,7 @@ class _Trainer:
             bar.set_postfix(
                 train=f"{train_loss:.4f}", val=f"{val:.4f}", samples_s=f"{count / dt:,.0f}"
             )
-            bar.update(1)
+            bar.update(epoch + 1 - first - bar.n)  # a whole epoch, whatever the rounding
             self.save_checkpoint()
             self.run.saved = f"checkpoint at epoch {self.total_epochs}"
             if self.bad_epochs >= self.cfg.patience:

@@ -21,8 +21,12 @@ def summary(res: CollectResult) -> str:
     return (
         f"\n  dataset         {res.output}\n"
         f"  episodes        {res.episodes}  ({res.frames} frames)\n"
-        f"  workers         {res.workers}\n"
-        f"  wall time       {res.wall_s:.2f} s  ({res.episodes_per_s:.1f} episodes/s)\n"
+        + (
+            f"  executor        Ray: {res.cluster['nodes']} node(s), {res.cluster['cpus']} CPUs\n"
+            if res.cluster
+            else f"  workers         {res.workers}\n"
+        )
+        + f"  wall time       {res.wall_s:.2f} s  ({res.episodes_per_s:.1f} episodes/s)\n"
         f"  mean return     {res.mean_return:.1f}\n"
         f"  lap completion  {100 * res.lap_rate:.1f} %  (first lap {res.mean_first_lap_s:.2f} s)\n"
         f"  left the track  {100 * res.crash_rate:.1f} %"

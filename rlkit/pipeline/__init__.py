@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rlkit.cluster import EXECUTORS, check_executor
 from rlkit.pipeline.process import run_logged
 from rlkit.pipeline.stages import (
     CHAIN_FLAGS,
@@ -202,6 +203,13 @@ def build_arg_parser() -> argparse.ArgumentParser:
         help="train the RL stage with N seeds (0 .. N-1) from the same BC policy, in parallel "
         "processes, and report their mean, IQM and 95%% bootstrap CI",
     )
+    p.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="ray: collect and train the --seeds as Ray tasks on the cluster at RAY_ADDRESS "
+        "(else a Ray instance on this machine); needs pip install 'rlkit[ray]'",
+    )
     return p
 
 
@@ -227,7 +235,11 @@ def _plan_from_args(args: argparse.Namespace, passthrough: list[str]) -> Plan:
     if args.seeds is not None and any(a.split("=")[0] == "--seeds" for a in passthrough):
         raise PipelineError("--seeds N is given twice (before and after --); pass it once")
     plan = Plan(run_dir, cores, workers, sources, args.quick, args.with_world_model, passthrough)
-    plan.seeds = args.seeds
+    try:
+        check_executor(args.executor)
+    except ValueError as e:
+        raise PipelineError(str(e)) from None
+    plan.seeds, plan.executor = args.seeds, args.executor
     return plan
 
 
@@ -244,7 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.resume:
             counts = (args.collect_workers, args.bc_workers, args.rl_envs, args.seeds)
-            flags = (args.quick, args.output, args.with_world_model, passthrough)
+            flags = (
+                args.quick,
+                args.output,
+                args.with_world_model,
+                passthrough,
+                args.executor != "local",
+            )
             if any(flags) or any(n is not None for n in counts):
                 raise PipelineError(
                     "--resume repeats the run's own settings (saved in pipeline.json); "

@@ -125,6 +125,7 @@ class Plan:
     passthrough: list[str]
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: int | None = None  # --seeds N: the RL stage trains seeds 0 .. N-1
+    executor: str = "local"  # ray: collection chunks and RL seeds are Ray tasks
 
     @property
     def stage_list(self) -> list[Stage]:
@@ -214,7 +215,11 @@ def stage_argv(plan: Plan, stage: Stage, routed: list[str], resume: bool) -> lis
     run = plan.run_dir
     out = str(run / stage.output)
     if stage.name == "collect":
-        args = ["--output", out, "--workers", str(plan.workers["collect"]), "--overwrite"]
+        args = ["--output", out, "--overwrite"]
+        if plan.executor == "ray":  # the cluster's CPUs (a local instance: all cores)
+            args += ["--executor", "ray"]
+        else:
+            args += ["--workers", str(plan.workers["collect"])]
     elif stage.name == "bc":
         args = ["--data", str(run / "demos"), "--output", out]
         args += ["--workers", str(plan.workers["bc"])]
@@ -226,6 +231,8 @@ def stage_argv(plan: Plan, stage: Stage, routed: list[str], resume: bool) -> lis
             args += ["--envs", str(plan.workers["rl"])]
         if plan.seeds:
             args += ["--seeds", *map(str, range(plan.seeds))]
+            if plan.executor == "ray":
+                args += ["--executor", "ray"]
     else:  # world model: its own pixel episodes, then its run folder
         args = [str(run / "world_model_episodes"), out]
     if resume and stage.resume_flag and (run / stage.output).exists():
@@ -255,6 +262,10 @@ def _rl_vec(routed: list[str]) -> str:
     return parse_stage(rl, routed).vec
 
 
+#: where --executor ray sends the work, as the header says it
+RAY_WHERE = "RAY_ADDRESS, else a Ray instance here"
+
+
 def parallelism(plan: Plan, routed: dict[str, list[str]]) -> list[str]:
     """What runs in parallel in each stage that runs, as the header prints it: only the
     worker counts a stage will use (the BC loader workers only where a DataLoader is used,
@@ -268,7 +279,10 @@ def parallelism(plan: Plan, routed: dict[str, list[str]]) -> list[str]:
     lines = []
     if "collect" in names:
         n, src = plan.workers["collect"], plan.worker_sources["collect"]
-        lines.append(f"collection workers   {n:>3}  ({src})")
+        if plan.executor == "ray":
+            lines.append(f"collection           Ray tasks, one per chunk ({RAY_WHERE})")
+        else:
+            lines.append(f"collection workers   {n:>3}  ({src})")
     if "bc" in names:
         bc, n, src = settings("bc"), plan.workers["bc"], plan.worker_sources["bc"]
         if bc.loader == "memory":
@@ -290,7 +304,10 @@ def parallelism(plan: Plan, routed: dict[str, list[str]]) -> list[str]:
             "dummy": f"envs in one process ({plan.worker_sources['rl']})",
         }[rl.vec]
         lines.append(f"RL envs              {rl.num_envs:>3}  {how}")
-        if rl.seeds:
+        if rl.seeds and rl.executor == "ray":
+            n = len(rl.seeds)
+            lines.append(f"RL seeds             {n:>3}  (Ray tasks, one CPU each; {RAY_WHERE})")
+        elif rl.seeds:
             lines.append(
                 f"RL seeds             {len(rl.seeds):>3}  ({plan_parallel(rl)} at once, one "
                 "torch thread each)"

@@ -29,7 +29,7 @@ def _stage_figures(name: str, r: dict[str, Any]) -> tuple[str, str]:
     if name == "collect":
         fps = r["frames"] / r["wall_s"] if r.get("wall_s") else float("nan")
         return (
-            f"{r['episodes_per_s']:.1f} episodes/s ({fps:,.0f} frames/s)",
+            f"{r['episodes_per_s']:.1f} episodes/s ({fps:,.0f} frames/s)" + _on_ray(r),
             f"{r['episodes']} episodes, {r['frames']:,} frames, {100 * r['lap_rate']:.0f} % lapped",
         )
     if name == "bc":
@@ -40,7 +40,7 @@ def _stage_figures(name: str, r: dict[str, Any]) -> tuple[str, str]:
     if name == "rl" and "aggregate" in r:  # --seeds
         speed = r["aggregate"]["metrics"]["steps_per_s"]["mean"]
         return (
-            f"{speed:,.0f} env-steps/s per seed, {r['parallel']} seeds at once",
+            f"{speed:,.0f} env-steps/s per seed, {r['parallel']} seeds at once" + _on_ray(r),
             f"{len(r['seeds'])} seeds",
         )
     if name == "rl":
@@ -54,6 +54,12 @@ def _stage_figures(name: str, r: dict[str, Any]) -> tuple[str, str]:
             f"planner return {ret} (random {rnd})",
         )
     return "-", "-"
+
+
+def _on_ray(r: dict[str, Any]) -> str:
+    """`` on Ray: N nodes, C CPUs`` for a stage that ran on a Ray cluster, else ''."""
+    c = r.get("cluster")
+    return f" on Ray: {c['nodes']} node(s), {c['cpus']} CPUs" if c else ""
 
 
 def build_summary(plan: Plan) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Literal
 from stable_baselines3 import PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from rlkit.cluster import check_executor
 from rlkit.rollout import ACTION_KEY, OBS_KEY
 from rlkit.utils import check_ranges, default_workers
 
@@ -113,6 +114,21 @@ class RLConfig:
         default=None,
         metadata={"help": "--seeds: runs at once (default: one per core, as memory allows)"},
     )
+    executor: Literal["local", "ray"] = field(
+        default="local",
+        metadata={
+            "help": "--seeds: local: child processes on this machine; ray: each seed a Ray "
+            "task on any node of the cluster, its outputs copied back here (pip install "
+            "'rlkit[ray]')"
+        },
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata={
+            "help": "--executor ray: the cluster to join (host:port, or auto); default "
+            "RAY_ADDRESS, else a Ray instance on this machine"
+        },
+    )
     track_seed: int = field(
         default=0,
         metadata={
@@ -208,6 +224,10 @@ class RLConfig:
                 "--seeds trains; --eval-only/--render evaluate one model: pass one of them",
             ),
             (
+                self.executor == "local" or self.seeds is not None,
+                "--executor ray runs the seeds of --seeds on a cluster; pass --seeds",
+            ),
+            (
                 self.max_minutes is None or self.max_minutes > 0,
                 f"max_minutes must be > 0, got {self.max_minutes}",
             ),
@@ -224,6 +244,7 @@ class RLConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        check_executor(self.executor)
         # upper bounds: a typo (1e20) is an error, not an allocation the kernel kills
         check_ranges(
             self,
@@ -262,7 +283,9 @@ class RLConfig:
     def for_seed(self, seed: int | None = None) -> RLConfig:
         """One run's options: ``seed`` (default :attr:`run_seed`), without ``--seeds``."""
         seed = self.run_seed if seed is None else seed
-        return dataclasses.replace(self, seed=seed, seeds=None, parallel=None)
+        return dataclasses.replace(
+            self, seed=seed, seeds=None, parallel=None, executor="local", ray_address=None
+        )
 
     @property
     def num_envs(self) -> int:

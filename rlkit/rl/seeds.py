@@ -36,6 +36,7 @@ from typing import IO, Any
 
 from rlkit.aggregate import summarize
 from rlkit.children import PassSignals, start_child
+from rlkit.cluster import ClusterInfo, ray_session
 from rlkit.config import run_config_files
 from rlkit.envs.sim import RacingConfig
 from rlkit.report import format_aggregate_table, format_eval_table, write_seed_curves_png
@@ -70,6 +71,7 @@ class SeedsResult:
     parallel: int
     wall_s: float
     aggregate: dict[str, Any] = field(default_factory=dict)
+    cluster: dict[str, Any] | None = None  # --executor ray: the ClusterInfo
 
 
 def seed_dir(out: Path, seed: int) -> Path:
@@ -128,7 +130,7 @@ def plan_parallel(cfg: RLConfig, available: int | None = None) -> int:
 def train_seeds(cfg: RLConfig, *, argv: list[str] | None = None) -> SeedsResult:
     """Train one run per seed of ``cfg.seeds`` and aggregate them (see the module docstring)."""
     assert cfg.seeds is not None
-    parallel = plan_parallel(cfg)  # before anything is written
+    parallel = plan_parallel(cfg) if cfg.executor == "local" else 0  # before anything is written
     run = RunDir(
         cfg.output,
         "rl_seeds",
@@ -141,11 +143,22 @@ def train_seeds(cfg: RLConfig, *, argv: list[str] | None = None) -> SeedsResult:
         if done is not None:
             return from_json(SeedsResult, done)
         t0 = time.perf_counter()
-        say(
-            f"{PROG}: {len(cfg.seeds)} seeds ({', '.join(map(str, cfg.seeds))}), "
-            f"{parallel} at once, one torch thread each; logs in {run.path / 'logs'}"
-        )
-        codes = _run_local(cfg, run, parallel)
+        nodes: dict[int, str] = {}
+        cluster = None
+        if cfg.executor == "ray":
+            with ray_session(cfg.ray_address, cfg.parallel) as cluster:
+                parallel = min(len(cfg.seeds), cluster.cpus)
+                say(
+                    f"{PROG}: {len(cfg.seeds)} seeds ({', '.join(map(str, cfg.seeds))}) as Ray "
+                    f"tasks on {cluster.describe()}; logs in {run.path / 'logs'}"
+                )
+                codes, nodes = _run_ray(cfg, run, cluster)
+        else:
+            say(
+                f"{PROG}: {len(cfg.seeds)} seeds ({', '.join(map(str, cfg.seeds))}), "
+                f"{parallel} at once, one torch thread each; logs in {run.path / 'logs'}"
+            )
+            codes = _run_local(cfg, run, parallel)
         failed = {s: c for s, c in codes.items() if c != 0}
         if failed:
             kept = [s for s in cfg.seeds if s not in failed]
@@ -158,8 +171,11 @@ def train_seeds(cfg: RLConfig, *, argv: list[str] | None = None) -> SeedsResult:
                 f"then: {run.resume_command}"
             )
         aggregate = aggregate_seeds(run.path, cfg.seeds)
+        if cluster is not None:
+            aggregate["ray"] = {**dataclasses.asdict(cluster), "node_of_seed": nodes}
         result = SeedsResult(run.path, list(cfg.seeds), parallel, time.perf_counter() - t0)
         result.aggregate = aggregate
+        result.cluster = dataclasses.asdict(cluster) if cluster else None
         write_json_atomic(run.path / "aggregate.json", aggregate)
         write_text_atomic(run.path / "aggregate.md", aggregate_markdown(aggregate))
         write_seed_curves_png(
@@ -224,6 +240,23 @@ def _run_local(cfg: RLConfig, run: RunDir, parallel: int) -> dict[int, int]:
                 raise KeyboardInterrupt
             raise SystemExit(128 + sig)
     return codes
+
+
+def _run_ray(cfg: RLConfig, run: RunDir, cluster: ClusterInfo) -> tuple[dict[int, int], dict]:
+    """Run the seeds as Ray tasks (:mod:`rlkit.rl.seeds_ray`); exit codes and node ids."""
+    from rlkit.rl.seeds_ray import run_seeds_on_ray
+
+    assert cfg.seeds is not None
+    try:
+        return run_seeds_on_ray(
+            cfg,
+            run.path,
+            lambda s: _seed_config(cfg, run.path, s, s == cfg.seeds[0]),
+            cluster,
+        )
+    finally:
+        finished = sum(1 for s in cfg.seeds if _result(seed_dir(run.path, s)).get("complete"))
+        run.saved = f"{finished} of {len(cfg.seeds)} seeds finished, the others checkpointed"
 
 
 def _start_seed(cfg: RLConfig, out: Path, seed: int, first: bool) -> tuple[Any, IO[bytes], _Tail]:
@@ -362,6 +395,11 @@ def summary_text(result: SeedsResult) -> str:
             f"  output          {result.output}  (one folder per seed)",
             f"  seeds           {', '.join(map(str, result.seeds))}  "
             f"({result.parallel} at once, {result.wall_s:.1f} s)",
+            *(
+                [f"  executor        Ray: {c['nodes']} node(s), {c['cpus']} CPUs"]
+                if (c := result.cluster)
+                else []
+            ),
             f"  test tracks     {agg.get('test_episodes')}  (the same for every seed)",
             "",
             format_aggregate_table({labels[k]: v for k, v in agg.get("metrics", {}).items()}),
