@@ -135,7 +135,7 @@ def _fmt_count(x: float) -> str:
     return f"{int(x):,}" if float(x).is_integer() else f"{x:,.1f}"
 
 
-def _fmt_duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     """``45s``, ``2m03s``, ``1h02m03s``."""
     s = max(0, round(seconds))
     h, rest = divmod(s, 3600)
@@ -237,9 +237,9 @@ class LineProgress:
             parts.append(self.postfix)
         left = self.total - self.n if self.total else None
         if final or (left is not None and left <= 0):
-            parts.append(f"{_fmt_duration(elapsed)} elapsed")
+            parts.append(f"{format_duration(elapsed)} elapsed")
         elif rate is not None and left is not None:
-            parts.append(f"ETA {_fmt_duration(left / rate)}")
+            parts.append(f"ETA {format_duration(left / rate)}")
         return ", ".join(parts)
 
     def _emit(self, now: float, final: bool) -> None:

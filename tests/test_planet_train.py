@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import WM_TINY
+from PIL import Image
 
 from rlkit.cli.train_world_model import main
 from rlkit.config import parse_config
@@ -61,7 +62,12 @@ def test_cli_runs_collects_and_writes_every_output(tmp_path: Path, capsys) -> No
     data, out = tmp_path / "data", tmp_path / "run"
     rc = main([str(data), str(out), *WM_TINY, "--iterations", "2", "--eval-every", "1"])
     assert rc == 0
-    assert "iterations      2" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "iterations      2" in printed.out
+    # the plan before any work, the pace after the first iteration
+    text = printed.out + printed.err
+    assert "plan: collect 2 seed episodes (0 on disk), then 2 iterations (1..2)" in text
+    assert "first iteration took" in text and "1 more: ~" in text
     eps = sorted(data.glob("episode_*.npz"))
     assert len(eps) == 4  # 2 seed + 1 per iteration
     ep = load_episode(eps[-1])
@@ -70,7 +76,12 @@ def test_cli_runs_collects_and_writes_every_output(tmp_path: Path, capsys) -> No
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["iteration"] for r in rows] == ["0", "1"]
     assert rows[-1]["train_step"] == "4" and float(rows[-1]["eval_return"]) < 0
-    assert (out / "openloop_000002.png").is_file()
+    # real row, model row (reconstruction, then open loop after a red line), labelled
+    png = np.asarray(Image.open(out / "openloop_000002.png").convert("RGB"))
+    assert png.shape[0] == 14 + 2 * 64 and (png.shape[1] - 44) % 64 == 0
+    red = (png[:, :, 0] > 200) & (png[:, :, 1] < 40) & (png[:, :, 2] < 40)
+    assert red[:, 44 + 5 * 64 - 1].all()  # the boundary after 5 seen frames
+    assert (png[:14, 44:] < 128).any() and (png[14:, :44] < 128).any()  # header and labels
     assert [p.name for p in checkpoints(out)] == ["ckpt_000001.pt", "ckpt_000002.pt"]
     assert (out / "config.resolved.yml").is_file() and (out / "command.txt").is_file()
     result = json.loads((out / "result.json").read_text())

@@ -190,3 +190,71 @@ def test_pipeline_collects_and_trains_seeds_on_the_cluster(cluster, tmp_path):
     assert "on Ray: 2 node(s), 2 CPUs" in stages["collect"]["throughput"]
     assert "on Ray: 2 node(s), 2 CPUs" in stages["rl"]["throughput"]
     assert "on Ray: 2 node(s)" in (out / "summary.md").read_text()
+
+
+def _seed_workers() -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if "ray::_seed_task" in line]
+
+
+#: long enough to be killed between checkpoints: 2,048 steps, a checkpoint every 512
+KILLABLE = {**SEED_RUN, "timesteps": 2048, "checkpoint_every": 512, "eval_every": 512}
+
+
+def test_a_seed_whose_worker_dies_is_rerun_from_its_last_checkpoint(
+    cluster, bc_export, tmp_path, capsys
+):
+    """The Ray worker running a seed is SIGKILLed (as when its node is lost) after the driver
+    has received a checkpoint: the task is rerun and resumes from that checkpoint."""
+    out = tmp_path / "seeds"
+    argv = ["--init-from", str(bc_export), "--output", str(out), *as_argv(KILLABLE),
+            "--seeds", "0", "--executor", "ray", "--ray-address", cluster.address]  # fmt: skip
+    killed: list[int] = []
+
+    def kill_after_a_checkpoint() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if list((out / "seed_0" / "checkpoints").glob("step_*/done")):
+                pids = _seed_workers()
+                if pids:
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(pids[0])
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_after_a_checkpoint)
+    killer.start()
+    try:
+        code = rl_main(argv)
+    finally:
+        killer.join()
+    assert killed, "the seed finished before it could be killed"
+    assert code == 0, capsys.readouterr().err
+    log = (out / "logs" / "seed_0.log").read_text()
+    assert log.count("(on Ray node") == 2 and "resuming" in log  # the rerun resumed
+    result = json.loads((out / "seed_0" / "result.json").read_text())
+    assert result["timesteps"] >= 2048 and result["complete"]
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_every_unfinished_seed(cluster, bc_export, tmp_path):
+    out = tmp_path / "seeds"
+    cmd = [sys.executable, "-m", "rlkit.cli.train_rl", "--init-from", str(bc_export),
+           "--output", str(out), *as_argv(KILLABLE), "--seeds", "0", "1",
+           "--executor", "ray", "--ray-address", cluster.address]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("seed_*/checkpoints/step_*/done")):
+            assert proc.poll() is None, "the run ended before a checkpoint reached the driver"
+            assert time.monotonic() < deadline, "no checkpoint on the driver within 120 s"
+            time.sleep(0.02)
+    finally:
+        proc.kill()  # the driver; Ray then ends its tasks
+        proc.wait()
+    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    logs = [(out / "logs" / f"seed_{s}.log").read_text() for s in (0, 1)]
+    assert any("resuming" in log for log in logs)
+    agg = json.loads((out / "aggregate.json").read_text())
+    assert agg["seeds"] == [0, 1] and set(agg["ray"]["node_of_seed"]) == {"0", "1"}

@@ -110,16 +110,31 @@ def make_planner(model: WorldModel, cfg: PlannerConfig, seed: int) -> CEMPlanner
 def write_openloop_png(
     model: WorldModel, ep: Episode, path: Path, context: int = 5, frames: int = 16
 ) -> None:
-    """Real frames (top row) vs reconstructed-then-open-loop predicted frames (bottom row)."""
-    from PIL import Image
+    """Real frames (top row) against the model's (bottom row): the first ``context`` frames
+    reconstructed from the observations, the rest predicted open loop from the actions only.
+    A header names the two parts, a red line marks where the prediction starts, and a left
+    column names the rows."""
+    from PIL import Image, ImageDraw
 
     device = next(model.parameters()).device
     n = min(len(ep.action), context + frames - 1)
     obs = torch.from_numpy(np.stack(ep.obs[: n + 1])).to(device)[:, None]
     act = torch.from_numpy(np.stack(ep.action[:n])).to(device)[:, None]
-    pred = model.open_loop(obs_to_model(obs), act, min(context, n + 1))  # (n+1, 1, 3, H, W)
+    seen = min(context, n + 1)
+    pred = model.open_loop(obs_to_model(obs), act, seen)  # (n+1, 1, 3, H, W)
     pred = ((pred[:, 0].permute(0, 2, 3, 1) + 0.5) * 255).round().byte().cpu().numpy()
     real = np.stack(ep.obs[: n + 1])
     grid = np.concatenate([np.concatenate(list(real), 1), np.concatenate(list(pred), 1)], 0)
+    size, head, left = real.shape[1], 14, 44
+    canvas = Image.new("RGB", (left + grid.shape[1], head + grid.shape[0]), "white")
+    canvas.paste(Image.fromarray(grid), (left, head))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((2, head + size // 2 - 5), "real", fill="black")
+    draw.text((2, head + size + size // 2 - 5), "model", fill="black")
+    draw.text((left + 2, 1), f"reconstruction ({seen} seen)", fill="black")
+    if seen <= n:
+        x = left + seen * size
+        draw.text((x + 3, 1), "open-loop prediction (actions only)", fill="black")
+        draw.line([(x - 1, 0), (x - 1, canvas.height)], fill=(220, 0, 0), width=2)
     with atomic_path(path) as tmp:
-        Image.fromarray(grid).save(tmp)
+        canvas.save(tmp, format="PNG")

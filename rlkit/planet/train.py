@@ -52,6 +52,7 @@ from rlkit.planet.envs import PixelEnv, make_pixel_env
 from rlkit.planet.episodes import make_planner, planning_threads, run_episode, write_openloop_png
 from rlkit.planet.model import WorldModel
 from rlkit.planet.storage import EPISODE_RE, EpisodeStorage
+from rlkit.progress import format_duration
 from rlkit.progress import progress as make_progress
 from rlkit.rundir import RunDir, RunLock, clean_stale_temps, say
 from rlkit.utils import (
@@ -114,6 +115,7 @@ def train_world_model(
                 storage.check_env(cfg.env_spec(), env.action_dim)
                 loop = _Loop(cfg, run, storage, env, device, t_start)
                 loop.resume(argv)
+                loop.announce()
                 loop.seed_episodes(progress)
                 loop.make_dataset()
                 loop.iterate(progress)
@@ -198,6 +200,32 @@ class _Loop:
             # purge the events after the checkpoint's step; that step was logged before it
             self.writer = _tb_writer(out, self.train_step + 1)
 
+    # -- the plan, printed before any work (the time per iteration follows the first one)
+    def announce(self) -> None:
+        cfg = self.cfg
+        on_disk = len(self.storage.indexed())
+        missing = max(0, cfg.seed_episodes - on_disk)
+        left = max(0, cfg.iterations - self.iteration)
+        budget = f"; stops after {cfg.max_minutes:g} min (--max-minutes)" if cfg.max_minutes else ""
+        say(
+            f"plan: collect {missing} seed episodes ({on_disk} on disk), then {left} iterations "
+            f"({self.iteration + 1}..{cfg.iterations}) of {cfg.train_steps} train steps and "
+            f"{cfg.collect_episodes} collected episode(s) each{budget}"
+        )
+
+    def announce_pace(self, seconds: float, done: int) -> None:
+        """After the first iteration of this process: its time and the ETA of the rest."""
+        left = self.cfg.iterations - done
+        if left <= 0:
+            return
+        eta = seconds * left
+        text = f"first iteration took {seconds:.1f} s; {left} more: ~{format_duration(eta)}"
+        if self.cfg.max_minutes:
+            remaining = max(0.0, self.deadline - time.perf_counter())
+            if remaining < eta:
+                text += f" (--max-minutes stops the run in ~{format_duration(remaining)})"
+        say(text)
+
     # -- seed episodes: top up to --seed-episodes (existing ones count)
     def seed_episodes(self, progress: bool) -> None:
         missing = self.cfg.seed_episodes - len(self.storage.discover())
@@ -244,7 +272,9 @@ class _Loop:
             bar = make_progress(
                 cfg.iterations, "world model", "it", initial=self.iteration, enabled=progress
             )
+            first = self.iteration
             for it in range(self.iteration, cfg.iterations):
+                t_it = time.perf_counter()
                 self.dataset.refresh()
                 self.dataset.set_iteration(it)
                 train_s, steps = self.train(it)
@@ -275,6 +305,8 @@ class _Loop:
                 bar.set_postfix(loss=f"{self.last['loss']:.1f}", ret=f"{train_ret:.0f}",
                                 batches_s=f"{row['batches_per_s']:.2f}")  # fmt: skip
                 bar.update(1)
+                if it == first:
+                    self.announce_pace(time.perf_counter() - t_it, done)
                 if self.checkpoint(done):
                     break
             bar.close()

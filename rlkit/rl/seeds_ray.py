@@ -46,6 +46,8 @@ from rlkit.utils import write_text_atomic
 
 __all__ = ["run_seeds_on_ray"]
 
+#: A seed task's temporary folder on its node: the prefix, then the worker's pid.
+TMP_PREFIX = "rlkit_seed_"
 #: Seconds between the task's reports (output lines, a new checkpoint) to the driver.
 REPORT_EVERY = 1.0
 
@@ -76,7 +78,8 @@ def _seed_task(cfg: RLConfig, seed: int, inputs: dict[str, bytes], inbox: Any) -
     import ray
 
     node = ray.get_runtime_context().get_node_id()
-    with tempfile.TemporaryDirectory(prefix=f"rlkit_seed_{seed}_") as tmp:
+    _remove_stale_folders()
+    with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{os.getpid()}_") as tmp:
         root = Path(tmp)
         local: dict[str, str | None] = {"init_from": None, "demos": None}
         for name, data in inputs.items():
@@ -95,6 +98,28 @@ def _seed_task(cfg: RLConfig, seed: int, inputs: dict[str, bytes], inbox: Any) -
         note = f"$ {' '.join(cmd)}  (on Ray node {node})"
         code = _run_reporting(cmd, run, seed, inbox, note)
         return {"code": code, "node": node, "folder": pack_folder(run, skip=[LOCK_FILE])}
+
+
+def _remove_stale_folders() -> None:
+    """Remove the temporary folders of seed tasks whose worker process died (a SIGKILL, a
+    lost node's rerun on this one skips no cleanup of its own)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*_*"):
+        try:
+            pid = int(folder.name[len(TMP_PREFIX) :].split("_")[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _run_reporting(cmd: list[str], run: Path, seed: int, inbox: Any, note: str) -> int:
