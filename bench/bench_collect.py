@@ -88,7 +88,13 @@ def busy_core_seconds() -> float | None:
 
 
 def run_collect(
-    episodes: int, workers: int, out: Path, seed: int, max_steps: int, cwd: Path
+    episodes: int,
+    workers: int,
+    out: Path,
+    seed: int,
+    max_steps: int,
+    cwd: Path,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """One ``collect_demonstrations.py`` subprocess; wall time includes process start."""
     cmd = [
@@ -105,6 +111,7 @@ def run_collect(
         "--output",
         str(out),
         "--overwrite",
+        *extra,
     ]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
@@ -244,6 +251,93 @@ def bench_expert_laps(n_tracks: int, seed: int) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------- camera
+TARGET_CAMERA_S = 60.0  # 100 camera episodes at 96 x 96, 2 workers on 2 cores
+TARGET_CAMERA_MB = 50.0
+TARGET_PSNR = 35.0
+
+
+def bench_camera(
+    size: int, episodes: int, workers: int, repeats: int, seed: int, max_steps: int
+) -> dict[str, Any]:
+    """``--camera SIZE`` collection per codec: wall time (best of ``repeats``), frames/s,
+    video size, and the PSNR of the decoded frames against the frames rendered again for 5
+    episodes spread over the dataset."""
+    from rlkit.collect import CAMERA_KEY, CollectConfig
+    from rlkit.envs.expert import Expert
+    from rlkit.lerobot.reader import DatasetReader
+    from rlkit.rollout import expert_driver, rollout
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_camera_") as d:
+        tmp = Path(d)
+        for vcodec in ("libsvtav1", "h264"):
+            root = tmp / vcodec
+            extra = ("--camera", str(size), "--vcodec", vcodec)
+            runs = [
+                run_collect(episodes, workers, root, seed, max_steps, tmp, extra)
+                for _ in range(repeats)
+            ]
+            best = min(runs, key=lambda r: r["wall_s"])
+            video_bytes = sum(p.stat().st_size for p in (root / "videos").rglob("*.mp4"))
+            reader = DatasetReader(root)
+            picks = sorted({0, episodes // 4, episodes // 2, 3 * episodes // 4, episodes - 1})
+            cfg = CollectConfig(max_steps=max_steps)
+            run = rollout(expert_driver(Expert()), cfg.env_config(), seed, picks, "demo",
+                          noise=cfg.noise, render_size=size)  # fmt: skip
+            se, n = 0.0, 0
+            for k, e in enumerate(picks):
+                decoded = reader.video_frames(e, CAMERA_KEY).astype(np.float64)
+                rendered = np.stack(run.frames[k][: run.length[k]]).astype(np.float64)
+                se += float(((decoded - rendered) ** 2).sum())
+                n += decoded.size
+            out[vcodec] = {
+                **best,
+                "runs_wall_s": [r["wall_s"] for r in runs],
+                "frames_per_s": best["frames"] / best["wall_s"],
+                "video_mb": video_bytes / 1e6,
+                "psnr_db": float(10 * np.log10(255**2 / (se / n))),
+                "psnr_episodes": picks,
+            }
+    return out
+
+
+def camera_main(args: argparse.Namespace, started: str, t_run: float) -> int:
+    machine = machine_info()
+    res = bench_camera(args.camera, args.episodes[0], args.workers[-1], args.repeats,
+                       args.seed, args.max_steps)  # fmt: skip
+    print_table(
+        ["vcodec", "wall s", "frames/s", "video MB", "PSNR dB"],
+        [[k, f"{r['wall_s']:.1f}", f"{r['frames_per_s']:,.0f}", f"{r['video_mb']:.1f}",
+          f"{r['psnr_db']:.1f}"] for k, r in res.items()],
+    )  # fmt: skip
+    goals = f"< {TARGET_CAMERA_S:.0f} s, < {TARGET_CAMERA_MB:.0f} MB, PSNR >= {TARGET_PSNR:.0f} dB"
+    print(f"goals for {args.episodes[0]} episodes: {goals} (libsvtav1, the default)")
+    record = {
+        "benchmark": NAME + "_camera",
+        "command": [sys.executable, *sys.argv],
+        "timestamp_utc": started,
+        "wall_s": time.perf_counter() - t_run,
+        "machine": machine,
+        "settings": {
+            "camera": args.camera,
+            "episodes": args.episodes[0],
+            "workers": args.workers[-1],
+            "repeats": args.repeats,
+            "max_steps": args.max_steps,
+            "seed": args.seed,
+        },  # fmt: skip
+        "camera": res,
+        "targets": {
+            "wall_s": TARGET_CAMERA_S,
+            "video_mb": TARGET_CAMERA_MB,
+            "psnr_db": TARGET_PSNR,
+        },  # fmt: skip
+    }
+    save_record(args, NAME + "_camera", record)
+    return 0
+
+
 # ---------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
@@ -269,9 +363,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--repeats", type=int, default=3, help="runs per (episodes, workers); the best is reported"
     )
     p.add_argument("--seed", type=int, default=0, help="run seed (collection and eval tracks)")
+    p.add_argument(
+        "--camera",
+        type=int,
+        metavar="SIZE",
+        help="instead: collection with --camera SIZE (e.g. 96) per codec, 100 episodes on the "
+        "largest --workers: wall, frames/s, video MB, PSNR (-> bench_collect_camera.json)",
+    )
     args = p.parse_args(argv)
     if args.episodes is None:
-        args.episodes = [4, 8] if args.quick else [100, 1000]
+        args.episodes = [4] if args.quick and args.camera else [4, 8] if args.quick else [100]
+        if not args.quick and not args.camera:
+            args.episodes = [100, 1000]
     if args.tracks is None:
         args.tracks = 20 if args.quick else 200
     if args.max_steps is None:
@@ -288,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     t_run = time.perf_counter()
+    if args.camera:
+        return camera_main(args, started, t_run)
     machine = machine_info()  # before the runs: the load average says how quiet it was
 
     collection = bench_collection(

@@ -37,6 +37,7 @@ from rlkit.envs.expert import Expert
 from rlkit.envs.sim import RacingConfig
 from rlkit.lerobot.env_meta import ENV_META_PATH, env_meta_text
 from rlkit.lerobot.stats import episode_stats_arrays
+from rlkit.lerobot.video import check_vcodec, encode_episode, image_episode_stats
 from rlkit.progress import progress as make_progress
 from rlkit.rollout import ACTION_KEY, OBS_KEY, expert_driver, rollout
 from rlkit.rundir import check_replaceable, clean_stale_temps, say
@@ -57,6 +58,11 @@ MAX_NOISE = 10.0  # actions are clipped to [-1, 1]: a larger std is a coin flip 
 MAX_STEPS = 100_000
 MAX_CHUNK_SIZE = 4096
 MAX_RAYS = 1024
+MIN_CAMERA, MAX_CAMERA = 8, 1024
+#: the camera's LeRobot feature, and the episodes per task when recording it (a chunk holds
+#: its frames until it is encoded: 8 cars x 1000 frames of 96 x 96 are 221 MB)
+CAMERA_KEY = "observation.images.top"
+CAMERA_CHUNK = 8
 
 
 @dataclass
@@ -89,6 +95,18 @@ class CollectConfig:
         },
     )
     n_rays: int = field(default=11, metadata={"help": "range-sensor rays in the observation"})
+    camera: int | None = field(
+        default=None,
+        metadata={
+            "help": "also record the top-down view, SIZE x SIZE pixels (e.g. 96), as the LeRobot "
+            "video feature observation.images.top (needs pip install 'rlkit[video]'); off by "
+            "default"
+        },
+    )
+    vcodec: Literal["libsvtav1", "h264"] = field(
+        default="libsvtav1",
+        metadata={"help": "--camera: video codec (libsvtav1: AV1 as LeRobot encodes; h264)"},
+    )
     executor: Literal["local", "ray"] = field(
         default="local",
         metadata={
@@ -153,6 +171,13 @@ class CollectConfig:
         if not str(self.output).strip():
             raise ValueError("output must name a dataset folder, got ''; pass --output DIR")
         check_executor(self.executor)
+        if self.camera is not None:
+            if not MIN_CAMERA <= self.camera <= MAX_CAMERA:
+                raise ValueError(
+                    f"camera must be a size in pixels from {MIN_CAMERA} to {MAX_CAMERA} "
+                    f"(e.g. 96), got {self.camera}"
+                )
+            check_vcodec(self.vcodec)
 
     @property
     def num_workers(self) -> int:
@@ -193,7 +218,12 @@ class CollectResult:
 
 
 def _run_chunk(
-    indices: list[int], seed: int, noise: float, env_config: RacingConfig, expert: Expert
+    indices: list[int],
+    seed: int,
+    noise: float,
+    env_config: RacingConfig,
+    expert: Expert,
+    camera: tuple[int, str] | None = None,
 ) -> dict[str, Any]:
     """Drive the episodes ``indices`` as one batch of cars (:func:`~rlkit.rollout.rollout`).
 
@@ -205,7 +235,14 @@ def _run_chunk(
     dataset sums them), ``laps``, ``first_lap_time`` (seconds or NaN) and ``terminated``.
     """
     run = rollout(
-        expert_driver(expert), env_config, seed, indices, "demo", noise=noise, record_steps=True
+        expert_driver(expert),
+        env_config,
+        seed,
+        indices,
+        "demo",
+        noise=noise,
+        record_steps=True,
+        render_size=camera[0] if camera else None,
     )
     # Time-major (T, n, ...) -> episodes one after another: one boolean gather per column.
     bounds = np.concatenate([[0], np.cumsum(run.length)])
@@ -217,10 +254,12 @@ def _run_chunk(
         "next.reward": run.by_episode(run.reward),
         "next.done": done,
     }
+    videos = {CAMERA_KEY: _encode_camera(run, camera, env_config)} if camera else {}
     return {
         "indices": list(indices),
         "lengths": run.length,
         "frames": frames,
+        "videos": videos,
         "stats": {k: episode_stats_arrays(v, bounds) for k, v in frames.items()},
         "summary": {
             "return": np.add.reduceat(frames["next.reward"].astype(np.float64), bounds[:-1]),
@@ -229,6 +268,32 @@ def _run_chunk(
             "terminated": run.terminated,
         },
     }
+
+
+def _encode_camera(run: Any, camera: tuple[int, str], env_config: RacingConfig) -> dict:
+    """Each car's frames (the view before each action) as one mp4, in the worker: the mp4s
+    concatenated (``data``, uint8) with their ``offsets``, and their image ``stats``."""
+    fps = round(1.0 / env_config.dt)
+    mp4s, stats = [], []
+    for k in range(len(run.length)):
+        frames = np.stack(run.frames[k][: run.length[k]])
+        run.frames[k] = []  # freed as it goes
+        mp4s.append(encode_episode(frames, fps, camera[1]))
+        stats.append(image_episode_stats(frames))
+    return {
+        "data": np.frombuffer(b"".join(mp4s), dtype=np.uint8),
+        "offsets": np.cumsum([0] + [len(m) for m in mp4s]).astype(np.int64),
+        "stats": {st: np.stack([x[st] for x in stats]) for st in stats[0]},
+    }
+
+
+def _videos_of(chunk: dict[str, Any]) -> dict[str, tuple[list[bytes], dict[str, np.ndarray]]]:
+    """A chunk's videos as :meth:`DatasetWriter.add` takes them."""
+    out = {}
+    for key, v in chunk.get("videos", {}).items():  # an empty tree is not sent back
+        data, off = v["data"], v["offsets"]
+        out[key] = ([data[off[i] : off[i + 1]].tobytes() for i in range(len(off) - 1)], v["stats"])
+    return out
 
 
 # Results travel back from the workers through shared memory: a chunk is ~100 bytes a frame
@@ -472,9 +537,11 @@ def _record(
     """Drive the chunks (a pool, or Ray tasks on ``cluster``) and stream them to the writer."""
     out = Path(cfg.output)
     workers = cluster.cpus if cluster else cfg.num_workers
+    camera = (cfg.camera, cfg.vcodec) if cfg.camera else None
+    chunk_size = cfg.chunk_size or (CAMERA_CHUNK if camera else None)
     tasks = [
-        (c, cfg.seed, cfg.noise, env_config, expert)
-        for c in _chunks(cfg.episodes, workers, cfg.chunk_size)
+        (c, cfg.seed, cfg.noise, env_config, expert, camera)
+        for c in _chunks(cfg.episodes, workers, chunk_size)
     ]
     # Chunks arrive in any order; each one that extends the written prefix of episodes goes
     # to the dataset writer at once, so the parquet encoding overlaps the driving.
@@ -496,8 +563,9 @@ def _record(
                 frames["episode_index"] = np.repeat(
                     np.asarray(chunk["indices"], dtype=np.int64), chunk["lengths"]
                 )
-                writer.add(frames, chunk["stats"])
-                del chunk["frames"], chunk["stats"]  # the writer holds the arrays now
+                writer.add(frames, chunk["stats"], _videos_of(chunk))
+                del chunk["frames"], chunk["stats"]  # the writer holds them now
+                chunk.pop("videos", None)
                 written.append(chunk)
                 next_ep += len(chunk["indices"])
         bar.close()

@@ -31,9 +31,10 @@ from rlkit.cluster import INSTALL  # noqa: E402
 from rlkit.rl import RLConfig, train_rl  # noqa: E402
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def cluster():
-    """A head node and a worker node, one CPU each; shut down (every Ray process) at the end."""
+    """A head node and a worker node, one CPU each; every Ray process is shut down at the end
+    of the test."""
     from ray.cluster_utils import Cluster
 
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})

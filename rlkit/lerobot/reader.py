@@ -364,6 +364,41 @@ class DatasetReader:
         paths = {loc: self.root / self.layout.video_file(loc, key) for loc in set(locs)}
         return [paths[loc] for loc in locs]
 
+    def video_frames(self, episode: int, key: str) -> np.ndarray:
+        """Decode episode ``episode``'s frames of video feature ``key`` (PyAV): uint8
+        ``(length, H, W, 3)``.
+
+        Raises:
+            LeRobotFormatError: ``key`` is not a video feature, there is no such episode, or
+                its video holds fewer frames than the episode's length.
+            ImportError: PyAV is not installed (``pip install 'rlkit[video]'``).
+        """
+        from rlkit.lerobot.video import decode_episode
+
+        if self.features.get(key, {}).get("dtype") != "video":
+            videos = [k for k, f in self.features.items() if f.get("dtype") == "video"]
+            raise LeRobotFormatError(
+                f"{self.root}: {key!r} is not a video feature (videos: {videos or 'none'})"
+            )
+        rows = np.flatnonzero(self.episodes["episode_index"].to_numpy() == episode)
+        if len(rows) != 1:
+            raise LeRobotFormatError(f"{self.root}: no episode {episode}")
+        row = int(rows[0])
+        length = int(self.episodes["length"].iloc[row])
+        start = (
+            float(self.episodes[f"videos/{key}/from_timestamp"].iloc[row])
+            if self.version == "v3.0"
+            else 0.0
+        )
+        path = self.video_files(key)[row]
+        frames = decode_episode(path, start, start + length / self.fps)
+        if len(frames) != length:
+            raise LeRobotFormatError(
+                f"{path}: episode {episode} has {length} frames but its video holds "
+                f"{len(frames)}; the video is shorter than its episode"
+            )
+        return frames
+
     def episode_stats(
         self, keys: list[str], names: tuple[str, ...] | None = None
     ) -> dict[str, dict[str, np.ndarray]]:

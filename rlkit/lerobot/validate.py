@@ -10,8 +10,8 @@ code 0 valid, 1 problems found). Checked:
 - ``info.json`` totals equal the actual counts, ``splits`` cover every episode;
 - every referenced data and video file exists and is readable (a zero-byte or truncated
   parquet file is named, not a traceback); v3.0 video ``to_timestamp - from_timestamp`` is
-  ``length / fps``, and every episode's last frame lies inside its mp4 (probed with PyAV;
-  skipped with a warning when ``av`` is not installed);
+  ``length / fps``, every episode's last frame lies inside its mp4, and its first and last
+  frame decode (PyAV; skipped with a warning when ``av`` is not installed);
 - ``index`` equals the global row position, ``frame_index`` counts from 0 and ``timestamp``
   steps by ``1/fps`` (tolerance :data:`~rlkit.lerobot.layout.TIMESTAMP_TOL_S`) within each
   episode, ``task_index`` values index the tasks table;
@@ -567,7 +567,50 @@ def _check_video_lengths(ds: DatasetReader, pool: ThreadPoolExecutor) -> list[st
             )
         if len(problems) >= _MAX_REPORTED:
             break
-    return problems
+    return problems or _check_first_and_last_frames(ds, keys, pool)
+
+
+def _check_first_and_last_frames(
+    ds: DatasetReader, keys: list[str], pool: ThreadPoolExecutor
+) -> list[str]:
+    """Decode every episode's first and last frame of each video feature (PyAV)."""
+    from rlkit.lerobot.video import decode_frames_at
+
+    eps = ds.episodes
+    lengths = eps["length"].to_numpy(np.float64)
+    wanted: dict[Path, list[tuple[float, str]]] = {}
+    for key in keys:
+        try:
+            files = ds.video_files(key)
+        except LeRobotFormatError:
+            continue  # reported by _check_videos
+        from_col = f"videos/{key}/from_timestamp"
+        if ds.version == "v3.0":
+            if from_col not in eps.columns:
+                continue
+            start = eps[from_col].to_numpy(np.float64)
+        else:
+            start = np.zeros(len(eps))
+        last = start + (lengths - 1) / ds.fps
+        for p, a, b, e in zip(files, start, last, eps["episode_index"], strict=True):
+            if p.is_file():
+                what = f"video {key!r} episode {int(e)}"
+                wanted.setdefault(p, []).extend([(a, f"{what}: first"), (b, f"{what}: last")])
+
+    def decode(p: Path) -> list[str]:
+        times = [t for t, _ in wanted[p]]
+        try:
+            frames = decode_frames_at(p, times, ds.fps)
+        except Exception as e:  # a file PyAV cannot open at all
+            return [f"video {p} cannot be decoded ({type(e).__name__}: {e}); re-encode it"]
+        return [
+            f"{what} frame (at {t:.3f}s) cannot be decoded from {p}"
+            for (t, what), f in zip(wanted[p], frames, strict=True)
+            if f is None
+        ]
+
+    problems = [msg for msgs in pool.map(decode, list(wanted)) for msg in msgs]
+    return problems[:_MAX_REPORTED]
 
 
 def video_duration_s(path: str | Path) -> float:

@@ -33,6 +33,7 @@ from rlkit.lerobot.batch import check_batch, check_episode_stats, check_options,
 from rlkit.lerobot.layout import (
     DEFAULT_CHUNKS_SIZE,
     DEFAULT_DATA_FILES_SIZE_IN_MB,
+    DEFAULT_VIDEO_FILES_SIZE_IN_MB,
     INDEX_FEATURES,
     DataFileWriter,
     FilePlanner,
@@ -51,7 +52,8 @@ from rlkit.lerobot.meta import (
     temp_path,
     write_meta,
 )
-from rlkit.lerobot.stats import compute_stats, episode_stats_arrays
+from rlkit.lerobot.stats import aggregate_stats, compute_stats, episode_stats_arrays
+from rlkit.lerobot.video import VideoFileWriter, video_feature
 from rlkit.utils import available_cores
 
 logger = logging.getLogger(__name__)
@@ -110,8 +112,15 @@ class DatasetWriter:
         overwrite: bool = False,
         data_files_size_in_mb: float = DEFAULT_DATA_FILES_SIZE_IN_MB,
         chunks_size: int = DEFAULT_CHUNKS_SIZE,
+        video_files_size_in_mb: float = DEFAULT_VIDEO_FILES_SIZE_IN_MB,
     ) -> None:
         self.root = Path(root)
+        self.video_files_size_in_mb = video_files_size_in_mb
+        # video feature -> its file writer, feature spec, per-episode locations and stats
+        self._videos: dict[str, VideoFileWriter] = {}
+        self._video_features: dict[str, dict[str, Any]] = {}
+        self._video_locs: dict[str, list[tuple[int, int, float, float]]] = {}
+        self._video_stats: dict[str, list[dict[str, np.ndarray]]] = {}
         self.fps = fps
         self.tasks = list(tasks) if tasks is not None else ["default"]
         self.feature_names = dict(feature_names or {})
@@ -159,6 +168,7 @@ class DatasetWriter:
         self,
         data: dict[str, np.ndarray],
         episode_stats: dict[str, dict[str, np.ndarray]] | None = None,
+        videos: dict[str, tuple[list[bytes], dict[str, np.ndarray]]] | None = None,
     ) -> None:
         """Append whole episodes (``episode_index`` continuing from the previous batch).
 
@@ -166,6 +176,10 @@ class DatasetWriter:
             data: As :func:`write_dataset`'s ``data``, for these episodes; the same columns,
                 dtypes and widths as the first batch.
             episode_stats: As :func:`write_dataset`'s, for these episodes.
+            videos: Video feature -> (one encoded mp4 per episode, from
+                :func:`~rlkit.lerobot.video.encode_episode`; their per-episode image stats,
+                each ``(E, 3, 1, 1)``, ``count`` ``(E, 1)``). The episodes' packets are
+                appended to the feature's video files as they are, never re-encoded.
 
         Raises:
             LeRobotFormatError: If the batch is invalid (nothing of it is written; the writer
@@ -210,10 +224,40 @@ class DatasetWriter:
         except BaseException:
             self.abort()
             raise
+        try:
+            self._add_videos(videos or {}, lengths)
+        except BaseException:
+            self.abort()
+            raise
         self._arrays.append(arrays)
         self._lengths.append(lengths)
         self._files.append(files)
         self._ep_stats.append({k: given[k] if k in given else stats[k] for k in order})
+
+    def _add_videos(
+        self, videos: dict[str, tuple[list[bytes], dict[str, np.ndarray]]], lengths: np.ndarray
+    ) -> None:
+        """Append each episode's encoded video to its feature's files (in episode order)."""
+        if self._lengths and set(videos) != set(self._videos):
+            raise LeRobotFormatError(
+                f"batch {len(self._lengths)}: videos {sorted(videos)}, but the first batch had "
+                f"{sorted(self._videos)}; every batch needs the same video features"
+            )
+        for key, (mp4s, stats) in videos.items():
+            if len(mp4s) != len(lengths):
+                raise LeRobotFormatError(
+                    f"video {key!r}: {len(mp4s)} encoded episodes for {len(lengths)} episodes"
+                )
+            if key not in self._videos:
+                layout = Layout.new("v3.0", self.chunks_size, videos=True)
+                self._videos[key] = VideoFileWriter(
+                    self._tmp, key, layout, self.fps, self.video_files_size_in_mb, self.chunks_size
+                )
+                self._video_features[key] = video_feature(mp4s[0], self.fps)
+                self._video_locs[key], self._video_stats[key] = [], []
+            for mp4, n in zip(mp4s, lengths, strict=True):
+                self._video_locs[key].append(self._videos[key].add(mp4, int(n)))
+            self._video_stats[key].append(stats)
 
     def _wait_for_write(self) -> None:
         """Wait for the batch being encoded; re-raise its error (e.g. disk full)."""
@@ -276,6 +320,9 @@ class DatasetWriter:
         if self._data is not None:
             with contextlib.suppress(Exception):
                 self._data.close()
+        for video in self._videos.values():
+            with contextlib.suppress(Exception):
+                video.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def _finish(self, extra_files: dict[str, str]) -> tuple[int, int, int]:
@@ -309,10 +356,34 @@ class DatasetWriter:
         for k in order:
             ep_stats = [s[k] if isinstance(s[k], dict) else s[k].result() for s in self._ep_stats]
             episode_stats[k] = {st: np.concatenate([s[st] for s in ep_stats]) for st in ep_stats[0]}
+        features = dict(self._features)
+        videos: dict[str, dict[str, np.ndarray]] = {}
+        for key, writer in self._videos.items():
+            writer.close()
+            locs = np.array(self._video_locs[key], dtype=np.float64)
+            videos[key] = {
+                "chunk_index": locs[:, 0].astype(np.int64),
+                "file_index": locs[:, 1].astype(np.int64),
+                "from_timestamp": locs[:, 2],
+                "to_timestamp": locs[:, 3],
+            }
+            batches = self._video_stats[key]
+            episode_stats[key] = {st: np.concatenate([b[st] for b in batches]) for st in batches[0]}
+            groups = [
+                {st: v[e] for st, v in episode_stats[key].items()} for e in range(len(lengths))
+            ]
+            global_stats[key] = aggregate_stats(groups)
+        # video features first, as LeRobot lists cameras before the index columns
+        index = [k for k in features if k in INDEX_FEATURES]
+        features = {
+            **{k: v for k, v in features.items() if k not in INDEX_FEATURES},
+            **self._video_features,
+            **{k: features[k] for k in index},
+        }
         meta = DatasetMeta(
             version="v3.0",
             fps=self.fps,
-            features=self._features,
+            features=features,
             tasks=self.tasks,
             lengths=lengths,
             episode_tasks=self._episode_tasks(lengths),
@@ -322,6 +393,8 @@ class DatasetWriter:
             chunks_size=self.chunks_size,
             data_files=data_files,
             data_files_size_in_mb=self.data_files_size_in_mb,
+            videos=videos,
+            video_files_size_in_mb=self.video_files_size_in_mb,
         )
         write_meta(self._tmp, meta)
         for rel, text in extra_files.items():
