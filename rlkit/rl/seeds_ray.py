@@ -97,12 +97,13 @@ def _seed_task(cfg: RLConfig, seed: int, inputs: dict[str, bytes], inbox: Any) -
             cmd.append("--resume")
         note = f"$ {' '.join(cmd)}  (on Ray node {node})"
         code = _run_reporting(cmd, run, seed, inbox, note)
-        return {"code": code, "node": node, "folder": pack_folder(run, skip=[LOCK_FILE])}
+        folder = pack_folder(run, skip=[LOCK_FILE]) if run.is_dir() else None
+        return {"code": code, "node": node, "folder": folder}
 
 
 def _remove_stale_folders() -> None:
-    """Remove the temporary folders of seed tasks whose worker process died (a SIGKILL, a
-    lost node's rerun on this one skips no cleanup of its own)."""
+    """Remove the temporary folders of seed tasks whose worker process is gone (killed, its
+    folder was never cleaned up): the prefix is rlkit's, the pid after it the owner's."""
     for folder in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*_*"):
         try:
             pid = int(folder.name[len(TMP_PREFIX) :].split("_")[0])
@@ -214,7 +215,8 @@ def run_seeds_on_ray(
                     _log(logs, seed, [f"the Ray task of seed {seed} failed: {e}"])
                     codes[seed] = -1
                     continue
-                _replace_folder(out / f"seed_{seed}", res["folder"])
+                if res["folder"] is not None:  # None: the run failed before it wrote any
+                    _replace_folder(out / f"seed_{seed}", res["folder"])
                 codes[seed], nodes[seed] = res["code"], res["node"]
     finally:
         for ref in refs:  # Ctrl-C or an error: stop the others (their checkpoints are here)

@@ -127,7 +127,7 @@ def build_model(
         else cfg.lr,
         "batch_size": cfg.batch_size,
         "seed": cfg.run_seed,
-        "gamma": cfg.gamma,
+        "gamma": cfg.discount,
         "device": device,
         "verbose": 0,
         "tensorboard_log": cfg.tensorboard,
