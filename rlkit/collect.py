@@ -3,9 +3,9 @@
 Episodes are split into chunks; a ``multiprocessing.Pool`` runs the chunks with
 ``imap_unordered`` and each worker steps its whole chunk as one batch of cars
 (:class:`~rlkit.envs.sim.RacingSim`), computes the per-episode stats of its frames and hands
-the arrays back through shared memory. Episode ``k`` is seeded from ``(run seed, k)`` only, and
-cars in a batch never influence each other, so the dataset is byte-for-byte the same for
-any ``--workers`` and chunking.
+the arrays back through shared memory (:mod:`rlkit.shm_pool`). Episode ``k`` is seeded from
+``(run seed, k)`` only, and cars in a batch never influence each other, so the dataset is
+byte-for-byte the same for any ``--workers`` and chunking.
 
 Recorded per frame: ``observation.state`` (the env observation before the action),
 ``action`` (the clean expert action; with ``--noise`` the *executed* action is perturbed,
@@ -15,17 +15,14 @@ so the data shows how the expert recovers), ``next.reward``, ``next.done``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import importlib
 import logging
 import math
-import multiprocessing as mp
 import os
 import threading
 import time
 from dataclasses import dataclass, field
-from multiprocessing import shared_memory
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,10 +36,11 @@ from rlkit.lerobot.env_meta import ENV_META_PATH, env_meta_text
 from rlkit.lerobot.stats import episode_stats_arrays
 from rlkit.lerobot.video import check_vcodec, encode_episode, image_episode_stats
 from rlkit.progress import progress as make_progress
-from rlkit.rollout import ACTION_KEY, OBS_KEY, expert_driver, rollout
+from rlkit.rollout import ACTION_KEY, CAMERA_KEYS, OBS_KEY, expert_driver, rollout
 from rlkit.rundir import check_replaceable, clean_stale_temps, say
+from rlkit.shm_pool import WorkerDied, map_unordered
 from rlkit.tools import TOOLS
-from rlkit.utils import RESULT_FILE, default_workers, worker_setup, write_json_atomic
+from rlkit.utils import RESULT_FILE, default_workers, write_json_atomic
 
 __all__ = ["CollectConfig", "CollectError", "CollectResult", "collect"]
 
@@ -59,9 +57,9 @@ MAX_STEPS = 100_000
 MAX_CHUNK_SIZE = 4096
 MAX_RAYS = 1024
 MIN_CAMERA, MAX_CAMERA = 8, 1024
-#: the camera's LeRobot feature, and the episodes per task when recording it (a chunk holds
-#: its frames until it is encoded: 8 cars x 1000 frames of 96 x 96 are 221 MB)
-CAMERA_KEY = "observation.images.top"
+#: the default camera's LeRobot feature, and the episodes per task when recording a camera
+#: (a chunk holds its frames until it is encoded: 8 cars x 1000 frames of 96 x 96 are 221 MB)
+CAMERA_KEY = CAMERA_KEYS["top"]
 CAMERA_CHUNK = 8
 
 
@@ -98,9 +96,16 @@ class CollectConfig:
     camera: int | None = field(
         default=None,
         metadata={
-            "help": "also record the top-down view, SIZE x SIZE pixels (e.g. 96), as the LeRobot "
-            "video feature observation.images.top (needs pip install 'rlkit[video]'); off by "
-            "default"
+            "help": "also record a camera, SIZE x SIZE pixels (e.g. 96), as the LeRobot video "
+            "feature observation.images.<--camera-view> (needs pip install 'rlkit[video]'); "
+            "off by default"
+        },
+    )
+    camera_view: Literal["top", "ego"] = field(
+        default="top",
+        metadata={
+            "help": "--camera: top (the whole track from above) or ego (from above and behind "
+            "the car, heading up, 48 m across: the road ahead in the same place on every track)"
         },
     )
     vcodec: Literal["libsvtav1", "h264"] = field(
@@ -223,7 +228,7 @@ def _run_chunk(
     noise: float,
     env_config: RacingConfig,
     expert: Expert,
-    camera: tuple[int, str] | None = None,
+    camera: tuple[int, str, str] | None = None,
 ) -> dict[str, Any]:
     """Drive the episodes ``indices`` as one batch of cars (:func:`~rlkit.rollout.rollout`).
 
@@ -243,6 +248,7 @@ def _run_chunk(
         noise=noise,
         record_steps=True,
         render_size=camera[0] if camera else None,
+        render_view=camera[2] if camera else "top",
     )
     # Time-major (T, n, ...) -> episodes one after another: one boolean gather per column.
     bounds = np.concatenate([[0], np.cumsum(run.length)])
@@ -254,7 +260,7 @@ def _run_chunk(
         "next.reward": run.by_episode(run.reward),
         "next.done": done,
     }
-    videos = {CAMERA_KEY: _encode_camera(run, camera, env_config)} if camera else {}
+    videos = {CAMERA_KEYS[camera[2]]: _encode_camera(run, camera, env_config)} if camera else {}
     return {
         "indices": list(indices),
         "lengths": run.length,
@@ -270,7 +276,7 @@ def _run_chunk(
     }
 
 
-def _encode_camera(run: Any, camera: tuple[int, str], env_config: RacingConfig) -> dict:
+def _encode_camera(run: Any, camera: tuple[int, str, str], env_config: RacingConfig) -> dict:
     """Each car's frames (the view before each action) as one mp4, in the worker: the mp4s
     concatenated (``data``, uint8) with their ``offsets``, and their image ``stats``."""
     fps = round(1.0 / env_config.dt)
@@ -296,119 +302,6 @@ def _videos_of(chunk: dict[str, Any]) -> dict[str, tuple[list[bytes], dict[str, 
     return out
 
 
-# Results travel back from the workers through shared memory: a chunk is ~100 bytes a frame
-# (25 MB for 256 cars), and pushing that through the pool's pipe 64 KiB at a time took
-# 0.3-0.6 s per chunk on 2 busy cores, during which the worker sat idle.
-_SHM_DIR = "/dev/shm"
-
-
-def _keep_freed_memory() -> None:
-    """Let glibc keep freed blocks of up to 64 MiB for reuse instead of returning them to the OS.
-
-    The simulator's per-step temporaries are a few hundred KiB: by default glibc maps fresh
-    pages for each and unmaps them on free until its adaptive thresholds catch up, which cost
-    ~100,000 page faults (0.4 s) in each process's first batch. No-op without glibc.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    mallopt(m_mmap_threshold, 64 << 20)
-    mallopt(m_trim_threshold, 256 << 20)
-
-
-def _init_worker() -> None:
-    """Pool initializer: :func:`rlkit.utils.worker_setup` (Ctrl-C is the parent's: it stops
-    the pool and removes the partial dataset; a dead parent takes its workers along)."""
-    worker_setup()
-    _keep_freed_memory()
-
-
-def _worker_run_chunk(
-    job: tuple[str, tuple[list[int], int, float, RacingConfig, Expert]],
-) -> dict[str, Any]:
-    """Worker entry: drive a chunk; its arrays go back in one shared-memory block named
-    ``PREFIX<first episode>``, so the parent can find the blocks of an interrupted run."""
-    prefix, task = job
-    return _to_shared(_run_chunk(*task), name=f"{prefix}{task[0][0]}")
-
-
-def _array_leaves(tree: dict[str, Any], prefix: tuple[str, ...] = ()):
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            yield from _array_leaves(value, (*prefix, key))
-        elif isinstance(value, np.ndarray):
-            yield (*prefix, key), value
-
-
-def _to_shared(chunk: dict[str, Any], name: str | None = None) -> dict[str, Any]:
-    """Move the arrays of ``chunk`` into one :class:`SharedMemory` block (returns a skeleton).
-
-    Falls back to returning ``chunk`` as is (pickled through the pipe) when shared memory is
-    missing or has less than 4x the block free (small ``/dev/shm`` in containers).
-    """
-    leaves = list(_array_leaves(chunk))
-    offsets, total = [], 0
-    for _, arr in leaves:
-        offsets.append(total)
-        total += -(-arr.nbytes // 64) * 64  # 64-byte aligned
-    try:
-        st = os.statvfs(_SHM_DIR)
-        if st.f_bavail * st.f_frsize < 4 * total:
-            return chunk
-        try:
-            block = shared_memory.SharedMemory(name=name, create=True, size=max(total, 1))
-        except FileExistsError:  # a block of a killed run with a reused pid: any free name
-            block = shared_memory.SharedMemory(create=True, size=max(total, 1))
-    except OSError:
-        return chunk
-    layout = []
-    try:
-        for (path, arr), off in zip(leaves, offsets, strict=True):
-            view = np.ndarray(arr.shape, arr.dtype, buffer=block.buf, offset=off)
-            view[...] = arr
-            layout.append((path, arr.dtype.str, arr.shape, off))
-            del view
-    except BaseException:
-        block.close()
-        block.unlink()
-        raise
-    block.close()
-    skeleton = {k: v for k, v in chunk.items() if not isinstance(v, (dict, np.ndarray))}
-    return {**skeleton, "shared": (block.name, layout)}
-
-
-def _from_shared(msg: dict[str, Any]) -> dict[str, Any]:
-    """Inverse of :func:`_to_shared` in the parent: copy the arrays out, free the block."""
-    if "shared" not in msg:
-        return msg
-    name, layout = msg.pop("shared")
-    block = shared_memory.SharedMemory(name=name)
-    try:
-        for path, dtype, shape, off in layout:
-            node = msg
-            for key in path[:-1]:
-                node = node.setdefault(key, {})
-            node[path[-1]] = np.ndarray(shape, np.dtype(dtype), buffer=block.buf, offset=off).copy()
-    finally:
-        block.close()
-        block.unlink()
-    return msg
-
-
-def _unlink_blocks(prefix: str) -> None:
-    """Unlink the shared-memory blocks named ``prefix*`` (results nobody will read)."""
-    for path in Path(_SHM_DIR).glob(f"{prefix}*"):
-        try:
-            block = shared_memory.SharedMemory(name=path.name)
-        except OSError:
-            continue
-        block.close()
-        with contextlib.suppress(OSError):
-            block.unlink()
-
-
 def _chunks(n_episodes: int, workers: int, chunk_size: int | None) -> list[list[int]]:
     """Episode index chunks of at most 256 cars (one batch each), ~2 per worker.
 
@@ -424,29 +317,6 @@ def _chunks(n_episodes: int, workers: int, chunk_size: int | None) -> list[list[
     return [
         list(range(i, min(i + chunk_size, n_episodes))) for i in range(0, n_episodes, chunk_size)
     ]
-
-
-def _imap_watching_workers(pool: Any, tasks: list[Any]):
-    """``pool.imap_unordered`` that fails instead of hanging when a worker process dies.
-
-    A worker that raises is reported by the pool itself; one that is killed (out of
-    memory, SIGKILL) would leave its task pending forever, so the original worker
-    processes are watched while waiting.
-    """
-    procs = list(pool._pool)  # the workers this pool started; they only exit if killed
-    it = pool.imap_unordered(_worker_run_chunk, tasks)
-    for _ in range(len(tasks)):
-        while True:
-            try:
-                yield it.next(timeout=0.5)
-                break
-            except mp.TimeoutError:
-                dead = [p for p in procs if p.exitcode is not None]
-                if dead:
-                    raise CollectError(
-                        f"worker process {dead[0].pid} died with exit code {dead[0].exitcode} "
-                        "(killed, or out of memory?); try fewer --workers"
-                    ) from None
 
 
 def _check_output(path: Path, overwrite: bool) -> None:
@@ -472,15 +342,6 @@ def _check_output(path: Path, overwrite: bool) -> None:
         raise PermissionError(
             f"cannot write --output {path}: {parent} is not writable; choose another --output"
         )
-
-
-def _pool_context() -> mp.context.BaseContext:
-    """forkserver where available (safe with threads, cheap per worker), else spawn."""
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["rlkit.collect"])
-        return ctx
-    return mp.get_context("spawn")
 
 
 def collect(
@@ -537,7 +398,7 @@ def _record(
     """Drive the chunks (a pool, or Ray tasks on ``cluster``) and stream them to the writer."""
     out = Path(cfg.output)
     workers = cluster.cpus if cluster else cfg.num_workers
-    camera = (cfg.camera, cfg.vcodec) if cfg.camera else None
+    camera = (cfg.camera, cfg.vcodec, cfg.camera_view) if cfg.camera else None
     chunk_size = cfg.chunk_size or (CAMERA_CHUNK if camera else None)
     tasks = [
         (c, cfg.seed, cfg.noise, env_config, expert, camera)
@@ -611,29 +472,18 @@ def _record(
 
 
 def _drive(tasks: list[tuple[Any, ...]], workers: int):
-    """Yield driven chunks as they finish: in this process for one worker, else from a pool.
+    """Yield driven chunks as they finish: in this process for one worker, else from a pool
+    whose results come back through shared memory (:mod:`rlkit.shm_pool`).
 
     Raises:
         CollectError: a worker raised (its traceback is in the message) or died.
     """
     try:
-        if workers == 1:
-            _keep_freed_memory()
-            for task in tasks:
-                yield _run_chunk(*task)
-            return
-        ctx = _pool_context()
-        prefix = f"rlkit_collect_{os.getpid()}_"
-        try:
-            with ctx.Pool(min(workers, len(tasks)), initializer=_init_worker) as pool:
-                for msg in _imap_watching_workers(pool, [(prefix, t) for t in tasks]):
-                    yield _from_shared(msg)
-        finally:
-            # the pool is terminated: free the blocks of results never consumed (Ctrl-C, a
-            # failed write), or the resource tracker warns about them at exit
-            _unlink_blocks(prefix)
-    except CollectError:
-        raise
+        yield from map_unordered(
+            _run_chunk, tasks, workers, f"rlkit_collect_{os.getpid()}_", preload="rlkit.collect"
+        )
+    except WorkerDied as e:
+        raise CollectError(f"{e}; try fewer --workers") from None
     except Exception as e:
         remote = getattr(e, "__cause__", None)
         detail = f"\n{remote}" if remote is not None else ""

@@ -49,8 +49,10 @@ from rlkit.utils import atomic_path, torch_save_atomic
 __all__ = [
     "ALGOS",
     "BCPolicy",
+    "PixelBCPolicy",
     "export_sb3",
     "load_bc_into",
+    "load_policy",
     "policy_kwargs_for",
     "read_export_meta",
 ]
@@ -66,7 +68,32 @@ _FORMATS = ("rlkit-bc-export-v1", EXPORT_FORMAT)
 _EXPORT_BUFFER_SIZE = 1
 
 
-class BCPolicy(nn.Module):
+def _vector(value: np.ndarray | None, fill: float, size: int) -> torch.Tensor:
+    """A normalisation vector of ``size`` float32 values (``fill`` when ``value`` is None)."""
+    arr = np.full(size, fill) if value is None else np.asarray(value, np.float64).ravel()
+    if arr.shape != (size,):
+        raise ValueError(f"normalisation vector must have shape ({size},), got {arr.shape}")
+    return torch.as_tensor(arr, dtype=torch.float32)
+
+
+class _ActionBounds:
+    """The map between real actions and the policy's [-1, 1] (buffers ``act_low``/``act_high``)."""
+
+    act_low: torch.Tensor
+    act_high: torch.Tensor
+
+    def normalise_action(self, action: np.ndarray) -> np.ndarray:
+        """Real actions -> [-1, 1] (the training target)."""
+        low, high = self.act_low.cpu().numpy(), self.act_high.cpu().numpy()
+        return np.clip(2.0 * (action - low) / (high - low) - 1.0, -1.0, 1.0).astype(np.float32)
+
+    def real_action(self, a: torch.Tensor) -> np.ndarray:
+        """The policy's [-1, 1] output -> real actions (numpy)."""
+        low, high = self.act_low.cpu().numpy(), self.act_high.cpu().numpy()
+        return low + (a.cpu().numpy() + 1.0) * 0.5 * (high - low)
+
+
+class BCPolicy(_ActionBounds, nn.Module):
     """MLP policy: raw observation -> action in the normalised [-1, 1] space.
 
     Args:
@@ -97,34 +124,21 @@ class BCPolicy(nn.Module):
             *create_mlp(obs_dim, act_dim, self.hidden, nn.Tanh, squash_output=True)
         )
 
-        def buf(value: np.ndarray | None, fill: float, size: int) -> torch.Tensor:
-            arr = np.full(size, fill) if value is None else np.asarray(value, dtype=np.float64)
-            if arr.shape != (size,):
-                raise ValueError(f"normalisation vector must have shape ({size},), got {arr.shape}")
-            return torch.as_tensor(arr, dtype=torch.float32)
-
-        self.register_buffer("obs_mean", buf(obs_mean, 0.0, obs_dim))
-        self.register_buffer("obs_std", buf(obs_std, 1.0, obs_dim))
-        self.register_buffer("act_low", buf(act_low, -1.0, act_dim))
-        self.register_buffer("act_high", buf(act_high, 1.0, act_dim))
+        self.register_buffer("obs_mean", _vector(obs_mean, 0.0, obs_dim))
+        self.register_buffer("obs_std", _vector(obs_std, 1.0, obs_dim))
+        self.register_buffer("act_low", _vector(act_low, -1.0, act_dim))
+        self.register_buffer("act_high", _vector(act_high, 1.0, act_dim))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Normalised action in [-1, 1] for raw observations ``(B, obs_dim)``."""
         return self.net((obs - self.obs_mean) / self.obs_std)
-
-    def normalise_action(self, action: np.ndarray) -> np.ndarray:
-        """Real actions -> [-1, 1] (the training target)."""
-        low, high = self.act_low.cpu().numpy(), self.act_high.cpu().numpy()
-        return np.clip(2.0 * (action - low) / (high - low) - 1.0, -1.0, 1.0).astype(np.float32)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Real actions ``(B, act_dim)`` for a batch of raw observations (numpy in, numpy out)."""
         device = self.obs_mean.device
         x = torch.tensor(np.asarray(obs, dtype=np.float32), device=device)  # copy: may be read-only
-        a = self(x).cpu().numpy()
-        low, high = self.act_low.cpu().numpy(), self.act_high.cpu().numpy()
-        return low + (a + 1.0) * 0.5 * (high - low)
+        return self.real_action(self(x))
 
     def folded_net(self) -> nn.Sequential:
         """A copy of the MLP with the observation normalisation folded into the first layer.
@@ -152,15 +166,111 @@ class BCPolicy(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> BCPolicy:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no BC policy file; train one with train_bc.py")
-        blob = torch.load(path, map_location=map_location, weights_only=False)
-        if not isinstance(blob, dict) or "spec" not in blob or "state_dict" not in blob:
-            raise ValueError(f"{path}: not an rlkit BC policy file (no 'spec'/'state_dict')")
-        policy = cls(**blob["spec"])
-        policy.load_state_dict(blob["state_dict"])
+        policy = load_policy(path, map_location)
+        if not isinstance(policy, BCPolicy):
+            raise ValueError(
+                f"{path} is a pixel policy (train_bc.py --obs-key naming a video); it drives "
+                "from camera frames, not from the state vector"
+            )
         return policy
+
+
+class PixelBCPolicy(_ActionBounds, nn.Module):
+    """CNN policy: camera frames -> action in the normalised [-1, 1] space.
+
+    Input: uint8 ``(B, S, H, W, 3)``, ``S`` frames per sample (the current frame, then the
+    one ``gap`` steps earlier: a single top-down frame shows where the car is, two show
+    where it is going). Pixels are scaled to [0, 1] and normalised per channel inside.
+
+    Architecture (DQN's "Nature" encoder, narrower first layer for CPU): conv 8x8/4 (16) ->
+    conv 4x4/2 (32) -> conv 3x3/1 (32), ReLU, flatten -> MLP ``hidden`` (ReLU) -> Tanh.
+
+    Args:
+        image_shape: ``(H, W, 3)`` of a frame.
+        frames: ``S``, frames per sample.
+        act_dim: action size.
+        hidden: hidden widths after the encoder.
+        pixel_mean, pixel_std: per-channel normalisation in [0, 1] units (default 0.5 / 0.25).
+        act_low, act_high: bounds of the real action space; ``act`` maps [-1, 1] onto them.
+    """
+
+    def __init__(
+        self,
+        image_shape: list[int] | tuple[int, ...],
+        frames: int,
+        act_dim: int,
+        hidden: list[int] | tuple[int, ...] = (256,),
+        pixel_mean: np.ndarray | None = None,
+        pixel_std: np.ndarray | None = None,
+        act_low: np.ndarray | None = None,
+        act_high: np.ndarray | None = None,
+    ) -> None:
+        super().__init__()
+        self.image_shape = [int(x) for x in image_shape]
+        self.frames, self.act_dim, self.hidden = int(frames), int(act_dim), [int(h) for h in hidden]
+        h, w, c = self.image_shape
+        if min(h, w) < 36 or c != 3:
+            raise ValueError(f"frames must be at least 36 x 36 RGB, got {self.image_shape}")
+        self.encoder = nn.Sequential(
+            nn.Conv2d(3 * self.frames, 16, 8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=1),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            n_flat = self.encoder(torch.zeros(1, 3 * self.frames, h, w)).shape[1]
+        self.head = nn.Sequential(
+            *create_mlp(n_flat, act_dim, self.hidden, nn.ReLU, squash_output=True)
+        )
+
+        self.register_buffer("pixel_mean", _vector(pixel_mean, 0.5, 3).view(1, 1, 3, 1, 1))
+        self.register_buffer("pixel_std", _vector(pixel_std, 0.25, 3).view(1, 1, 3, 1, 1))
+        self.register_buffer("act_low", _vector(act_low, -1.0, act_dim))
+        self.register_buffer("act_high", _vector(act_high, 1.0, act_dim))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """Normalised actions for uint8 frames ``(B, S, H, W, 3)``."""
+        x = frames.permute(0, 1, 4, 2, 3).float().div_(255.0)  # (B, S, 3, H, W)
+        x = (x - self.pixel_mean) / self.pixel_std
+        return self.head(self.encoder(x.flatten(1, 2)))
+
+    @torch.no_grad()
+    def act(self, frames: np.ndarray) -> np.ndarray:
+        """Real actions ``(B, act_dim)`` for uint8 frames ``(B, S, H, W, 3)``."""
+        x = torch.as_tensor(np.ascontiguousarray(frames), device=self.act_low.device)
+        return self.real_action(self(x))
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "image_shape": self.image_shape,
+            "frames": self.frames,
+            "act_dim": self.act_dim,
+            "hidden": self.hidden,
+        }
+
+    def save(self, path: str | Path, **extra: Any) -> None:
+        """Write ``{kind, spec, state_dict, **extra}`` atomically."""
+        blob = {"kind": "pixels", "spec": self.spec(), "state_dict": self.state_dict(), **extra}
+        torch_save_atomic(blob, path)
+
+
+def load_policy(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> BCPolicy | PixelBCPolicy:
+    """A ``bc_policy.pt`` of either kind (:class:`BCPolicy` or :class:`PixelBCPolicy`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no BC policy file; train one with train_bc.py")
+    blob = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(blob, dict) or "spec" not in blob or "state_dict" not in blob:
+        raise ValueError(f"{path}: not an rlkit BC policy file (no 'spec'/'state_dict')")
+    cls = PixelBCPolicy if blob.get("kind") == "pixels" else BCPolicy
+    policy = cls(**blob["spec"])
+    policy.load_state_dict(blob["state_dict"])
+    return policy
 
 
 # ------------------------------------------------------------------ SB3 export

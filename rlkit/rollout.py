@@ -20,7 +20,8 @@ What a rollout records:
 - ``record_steps``: time-major arrays ``obs`` (T, n, D) float32, ``action`` (T, n, 2)
   float32 (the ``labels`` driver's action where one is given: DAgger's expert labels) and
   ``reward`` (T, n) float32; entry ``[t, k]`` is valid for ``t < length[k]``;
-- ``render_size``: ``frames[k]``, car ``k`` top-down at the start and after each of its steps.
+- ``render_size``: ``frames[k]``, car ``k`` seen from above (``render_view``) at the start and
+  after each of its steps.
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ import numpy as np
 from gymnasium.utils import seeding
 
 from rlkit.envs.expert import Expert
-from rlkit.envs.render import render_frame
+from rlkit.envs.render import VIEWS
+from rlkit.envs.render import render_view as draw_view
 from rlkit.envs.sim import RacingConfig, RacingSim
 from rlkit.utils import episode_seed
 
 __all__ = [
     "ACTION_KEY",
+    "CAMERA_KEYS",
     "OBS_KEY",
     "Driver",
     "EvalResult",
@@ -47,6 +50,7 @@ __all__ = [
     "evaluate_drivers",
     "expert_driver",
     "model_driver",
+    "pixel_policy_driver",
     "policy_driver",
     "rollout",
 ]
@@ -56,6 +60,8 @@ __all__ = [
 #: --action-key name others.
 OBS_KEY = "observation.state"
 ACTION_KEY = "action"
+#: The video feature of each camera view (``collect_demonstrations.py --camera-view``).
+CAMERA_KEYS = {view: f"observation.images.{view}" for view in VIEWS}
 
 #: A driver maps the observations of N cars (float32 (N, D)) and the simulator (for
 #: state-based drivers such as the expert) to N actions (N, 2) in [-1, 1]. A driver with the
@@ -81,6 +87,33 @@ def expert_driver(expert: Expert | None = None) -> Driver:
 def policy_driver(policy: object) -> Driver:
     """A :class:`~rlkit.policy.BCPolicy` (anything with ``act(obs) -> actions``)."""
     return lambda obs, sim: policy.act(obs)  # type: ignore[attr-defined]
+
+
+class _PixelDriver:
+    """A :class:`~rlkit.policy.PixelBCPolicy` driving from top-down frames it renders of
+    every car (as ``collect --camera`` recorded them: the view before the action), with the
+    frame ``gap`` steps earlier when the policy takes two (the first frame until then)."""
+
+    uses_obs = False  # acts from rendered frames
+
+    def __init__(self, policy: object, size: int, gap: int, view: str) -> None:
+        self.policy, self.size, self.gap, self.view = policy, size, gap, view
+        self.sim: RacingSim | None = None
+        self.history: list[np.ndarray] = []
+
+    def __call__(self, obs: np.ndarray | None, sim: RacingSim) -> np.ndarray:
+        if sim is not self.sim:  # a new rollout
+            self.sim, self.history = sim, []
+        now = np.stack([draw_view(sim, k, self.size, self.view) for k in range(sim.num_cars)])
+        self.history = [*self.history[-self.gap :], now] if self.gap else [now]
+        frames = np.stack([now, self.history[0]], 1) if self.gap else now[:, None]
+        return self.policy.act(frames)  # type: ignore[attr-defined]
+
+
+def pixel_policy_driver(policy: object, size: int, gap: int, view: str = "top") -> Driver:
+    """A pixel policy (``act(frames (N, S, H, W, 3)) -> actions``) on ``size`` px frames of
+    ``view`` (:func:`~rlkit.envs.render.render_view`)."""
+    return _PixelDriver(policy, size, gap, view)
 
 
 def model_driver(model: object) -> Driver:
@@ -143,6 +176,7 @@ def rollout(
     noise: float | None = None,
     record_steps: bool = False,
     render_size: int | None = None,
+    render_view: str = "top",
     until_lap: bool = False,
 ) -> Rollout:
     """Drive ``episodes`` of ``stream`` with ``driver``, all cars as one batch.
@@ -158,7 +192,8 @@ def rollout(
             the ``noise`` stream; 0 clips only, as the collector always did); the clean
             action is recorded. None: execute the driver's action as it is.
         record_steps: record observations, actions and rewards (see :class:`Rollout`).
-        render_size: record top-down frames of this size (pixels).
+        render_size: record frames of this size (pixels).
+        render_view: of this view: ``top`` (the whole track) or ``ego`` (behind the car).
         until_lap: an episode also ends when its car completes its first lap (video).
     """
     n, horizon = len(episodes), env_config.max_episode_steps
@@ -180,7 +215,7 @@ def rollout(
         run.action = np.empty((horizon, n, 2), dtype=np.float32)
         run.reward = np.empty((horizon, n), dtype=np.float32)
     if render_size is not None:
-        run.frames = [[render_frame(sim, k, render_size)] for k in range(n)]
+        run.frames = [[draw_view(sim, k, render_size, render_view)] for k in range(n)]
     alive = np.ones(n, dtype=bool)
     live = np.arange(n)  # = np.flatnonzero(alive)
     for t in range(horizon):
@@ -198,7 +233,7 @@ def rollout(
         run.returns += np.where(alive, reward, 0.0)
         if run.frames is not None:
             for k in live:
-                run.frames[k].append(render_frame(sim, k, render_size))
+                run.frames[k].append(draw_view(sim, k, render_size, render_view))
         ended = alive & (term | trunc)
         if until_lap:
             ended |= alive & (sim.laps >= 1)

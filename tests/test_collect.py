@@ -167,19 +167,19 @@ def test_output_below_a_file_is_a_clear_error(tmp_path, capsys):
 def test_a_killed_worker_process_fails_the_run_instead_of_hanging(tmp_path, monkeypatch):
     import signal
 
-    import rlkit.collect as collect_mod
+    import rlkit.shm_pool as shm_pool
 
-    real = collect_mod._imap_watching_workers
+    real = shm_pool.imap_watching_workers
 
-    def kill_a_worker_meanwhile(pool, tasks):  # the real pool, a real SIGKILL
+    def kill_a_worker_meanwhile(pool, jobs):  # the real pool, a real SIGKILL
         # Once the first episode is back the workers are running (39 episodes to go): kill
         # one then, whatever the machine's load, instead of after a fixed delay.
-        results = real(pool, tasks)
+        results = real(pool, jobs)
         yield next(results)
         os.kill(pool._pool[0].pid, signal.SIGKILL)
         yield from results
 
-    monkeypatch.setattr(collect_mod, "_imap_watching_workers", kill_a_worker_meanwhile)
+    monkeypatch.setattr(shm_pool, "imap_watching_workers", kill_a_worker_meanwhile)
     cfg = CollectConfig(episodes=40, workers=2, chunk_size=1, output=str(tmp_path / "d"))
     with pytest.raises(CollectError, match="died with exit code"):
         collect(cfg, progress=False)
@@ -214,7 +214,7 @@ def generate_track_length(episode):
 def test_results_come_back_through_shared_memory_or_the_pipe_and_nothing_leaks(
     tmp_path, monkeypatch
 ):
-    import rlkit.collect as collect_mod
+    import rlkit.shm_pool as shm_pool
 
     def shm_blocks():  # SharedMemory names start with psm_ (the pool's semaphores: sem.*)
         return {p.name for p in Path("/dev/shm").glob("psm_*")}
@@ -224,14 +224,14 @@ def test_results_come_back_through_shared_memory_or_the_pipe_and_nothing_leaks(
     collect(CollectConfig(output=str(tmp_path / "shm"), **cfg), progress=False)
     assert shm_blocks() == before  # every block was unlinked by the parent
     # No usable shared memory (a container with a tiny /dev/shm): the pipe carries the arrays.
-    monkeypatch.setattr(collect_mod, "_SHM_DIR", str(tmp_path / "no-such-dir"))
+    monkeypatch.setattr(shm_pool, "SHM_DIR", str(tmp_path / "no-such-dir"))
     collect(CollectConfig(output=str(tmp_path / "pipe"), **cfg), progress=False)
     ta, tb = _data_tables(tmp_path / "shm"), _data_tables(tmp_path / "pipe")
     assert all(x.equals(y) for x, y in zip(ta, tb, strict=True))
 
 
 def test_shared_memory_round_trip_keeps_every_array():
-    from rlkit.collect import _from_shared, _to_shared
+    from rlkit.shm_pool import from_shared, to_shared
 
     rng = np.random.default_rng(0)
     chunk = {
@@ -240,9 +240,9 @@ def test_shared_memory_round_trip_keeps_every_array():
         "frames": {"a": rng.standard_normal((12, 3)).astype(np.float32), "b": np.ones(12, bool)},
         "stats": {"a": {"mean": rng.standard_normal((2, 3))}},
     }
-    msg = _to_shared(dict(chunk))
+    msg = to_shared(dict(chunk))
     assert set(msg) == {"indices", "shared"}  # only the skeleton travels through the pipe
-    back = _from_shared(msg)
+    back = from_shared(msg)
     assert back["indices"] == [3, 4] and np.array_equal(back["lengths"], chunk["lengths"])
     for key in ("a", "b"):
         assert back["frames"][key].dtype == chunk["frames"][key].dtype

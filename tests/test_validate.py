@@ -15,7 +15,8 @@ from conftest import VIDEO_KEY, Spec, build, video_frames, write_mp4
 
 from rlkit.cli.validate_lerobot import main as validate_main
 from rlkit.lerobot import write_dataset
-from rlkit.lerobot.validate import validate_dataset, video_duration_s
+from rlkit.lerobot.validate import validate_dataset
+from rlkit.lerobot.video import video_duration_s
 
 
 def _problems(root: Path) -> str:

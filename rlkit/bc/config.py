@@ -21,8 +21,21 @@ class BCConfig:
     output: str = field(
         default="runs/bc", metadata={"help": "output folder for the policy and logs"}
     )
-    obs_key: str = field(default=OBS_KEY, metadata={"help": "observation feature"})
+    obs_key: str = field(
+        default=OBS_KEY,
+        metadata={
+            "help": "observation feature: a state vector (an MLP policy) or a video, e.g. "
+            "observation.images.top of collect --camera (a CNN policy on the decoded frames)"
+        },
+    )
     action_key: str = field(default=ACTION_KEY, metadata={"help": "action feature"})
+    frame_gap: int = field(
+        default=8,
+        metadata={
+            "help": "with a video --obs-key: the policy also sees the frame this many steps "
+            "earlier, to tell where the car is heading and how fast (0: the current frame only)"
+        },
+    )
     epochs: int = field(default=50, metadata={"help": "training epochs"})
     batch_size: int = field(default=256, metadata={"help": "minibatch size"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
@@ -83,6 +96,7 @@ class BCConfig:
     def __post_init__(self) -> None:
         checks = [
             (1 <= self.epochs <= 1_000_000, f"epochs must be in [1, 1e6], got {self.epochs}"),
+            (0 <= self.frame_gap <= 1000, f"frame_gap must be in [0, 1000], got {self.frame_gap}"),
             (
                 1 <= self.batch_size <= 2**24,
                 f"batch_size must be in [1, 2^24], got {self.batch_size}",

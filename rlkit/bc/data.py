@@ -1,9 +1,11 @@
-"""BC training data: the dataset's state/action columns and normalisation, the split by
-episode, and the minibatch loaders (in-memory tensors or a torch DataLoader)."""
+"""BC training data: the dataset's observation/action columns and normalisation (a video
+observation decoded once into a uint8 array), the split by episode, and the minibatch loaders
+(in-memory tensors or a torch DataLoader)."""
 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,17 @@ from rlkit.bc.config import BCConfig
 from rlkit.envs.sim import RacingConfig
 from rlkit.lerobot import DatasetReader, LeRobotFormatError
 from rlkit.lerobot.env_meta import load_env_config
+from rlkit.progress import progress as make_progress
+from rlkit.rollout import CAMERA_KEYS
+from rlkit.utils import available_cores
 
 __all__ = [
     "MEMORY_LIMIT_BYTES",
     "BCData",
     "Batches",
+    "decode_video_column",
+    "frame_gap_rows",
+    "gather",
     "load_bc_data",
     "resolve_loader",
     "split_episodes",
@@ -31,9 +39,15 @@ MEMORY_LIMIT_BYTES = 2 * 1024**3
 
 @dataclass
 class BCData:
-    """Training data in memory: frames, their episodes, and what the env needs."""
+    """Training data in memory: frames, their episodes, and what the env needs.
 
-    obs: np.ndarray  # (N, D) float32, raw
+    A state observation is ``obs`` (N, D) float32 with ``obs_mean``/``obs_std`` (D,); a video
+    observation is ``obs`` (N, H, W, 3) uint8 with per-channel ``obs_mean``/``obs_std`` (3,)
+    in [0, 1] units, and with ``prev`` (``--frame-gap`` > 0) the row of the frame ``gap``
+    steps earlier in the same episode (its first frame for the first ``gap`` steps).
+    """
+
+    obs: np.ndarray
     action: np.ndarray  # (N, A) float32, real action units
     episode: np.ndarray  # (N,) int64
     obs_mean: np.ndarray
@@ -41,6 +55,70 @@ class BCData:
     act_low: np.ndarray
     act_high: np.ndarray
     env_config: RacingConfig | None  # None: not rlkit racing data (no evaluation, generic export)
+    prev: np.ndarray | None = None  # (N,) int64, video observations with a frame gap
+    view: str = "top"  # video observations: the camera view the evaluation renders
+
+    @property
+    def pixels(self) -> bool:
+        return self.obs.ndim == 4
+
+    def inputs(self, rows: np.ndarray) -> np.ndarray:
+        """The policy's input for ``rows``: states (B, D), or frames (B, S, H, W, 3)."""
+        return gather(self.obs, rows, self.prev if self.pixels else None, pixels=self.pixels)
+
+
+def gather(x: Any, rows: Any, prev: Any, *, pixels: bool) -> Any:
+    """Rows of ``x`` (numpy or torch alike): states as they are; frames as ``(B, S, ...)``,
+    the frame and, with ``prev``, the earlier frame of each row."""
+    if not pixels:
+        return x[rows]
+    if prev is None:
+        return x[rows][:, None]
+    stack = np.stack if isinstance(x, np.ndarray) else torch.stack
+    return stack([x[rows], x[prev[rows]]], 1)
+
+
+def decode_video_column(
+    ds: DatasetReader, key: str, episode: np.ndarray, progress: bool = True
+) -> np.ndarray:
+    """Every frame of video feature ``key`` as uint8 ``(N, H, W, 3)`` in row order (row ``i``
+    belongs to ``episode[i]``), decoded once, episodes on parallel threads (PyAV decodes
+    without the GIL)."""
+    shape = tuple(int(x) for x in ds.features[key].get("shape", []))
+    if len(shape) != 3 or shape[2] != 3:
+        raise LeRobotFormatError(
+            f"{ds.root}: video feature {key!r} has shape {list(shape)}; expected [H, W, 3]"
+        )
+    eps, first = np.unique(episode, return_index=True)
+    counts = np.bincount(np.searchsorted(eps, episode), minlength=len(eps))
+    frames = np.empty((len(episode), *shape), dtype=np.uint8)
+    bar = make_progress(len(eps), f"decode {key}", "ep", enabled=progress)
+
+    def one(k: int) -> None:
+        f = ds.video_frames(int(eps[k]), key)
+        if f.shape[1:] != shape:
+            raise LeRobotFormatError(
+                f"{ds.root}: episode {int(eps[k])} of {key!r} decodes to frames of shape "
+                f"{list(f.shape[1:])}, info.json says {list(shape)}"
+            )
+        frames[first[k] : first[k] + counts[k]] = f
+
+    if not (np.diff(episode) >= 0).all():
+        raise LeRobotFormatError(f"{ds.root}: frames are not grouped by episode")
+    with ThreadPoolExecutor(max(1, available_cores())) as pool:
+        for _ in pool.map(one, range(len(eps))):
+            bar.update(1)
+    bar.close()
+    return frames
+
+
+def frame_gap_rows(episode: np.ndarray, gap: int) -> np.ndarray:
+    """For each row, the row ``gap`` frames earlier in its episode (its first frame when the
+    episode is younger than that)."""
+    rows = np.arange(len(episode))
+    first = np.flatnonzero(np.r_[True, episode[1:] != episode[:-1]])
+    start = first[np.searchsorted(first, rows, side="right") - 1]
+    return np.maximum(rows - gap, start)
 
 
 def _as_2d(x: np.ndarray, key: str, root: Path) -> np.ndarray:
@@ -54,8 +132,9 @@ def _as_2d(x: np.ndarray, key: str, root: Path) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def load_bc_data(cfg: BCConfig) -> BCData:
-    """Read the dataset's state and action features and their normalisation.
+def load_bc_data(cfg: BCConfig, progress: bool = False) -> BCData:
+    """Read the dataset's observation and action features and their normalisation (a video
+    observation: every frame decoded, ``progress`` shown while decoding).
 
     Raises:
         FileNotFoundError: the dataset folder does not exist.
@@ -74,6 +153,13 @@ def load_bc_data(cfg: BCConfig) -> BCData:
     ds = DatasetReader(root)
     if ds.num_frames == 0:
         raise LeRobotFormatError(f"{root}: the dataset has no frames; collect episodes first")
+    if cfg.obs_key not in ds.features:
+        raise LeRobotFormatError(
+            f"{root}: no feature {cfg.obs_key!r} (features: {', '.join(ds.features)}); "
+            "pass --obs-key naming one"
+        )
+    if ds.features[cfg.obs_key].get("dtype") == "video":
+        return _load_pixels(cfg, ds, progress)
     cols = ds.load_columns(list(dict.fromkeys([cfg.obs_key, cfg.action_key, "episode_index"])))
     obs = _as_2d(cols[cfg.obs_key], cfg.obs_key, root)
     act = _as_2d(cols[cfg.action_key], cfg.action_key, root)
@@ -113,6 +199,37 @@ def load_bc_data(cfg: BCConfig) -> BCData:
     )
 
 
+def _load_pixels(cfg: BCConfig, ds: DatasetReader, progress: bool) -> BCData:
+    """:func:`load_bc_data` for a video observation (rlkit racing data: evaluated on tracks)."""
+    root = ds.root
+    cols = ds.load_columns(list(dict.fromkeys([cfg.action_key, "episode_index"])))
+    act = _as_2d(cols[cfg.action_key], cfg.action_key, root)
+    episode = cols["episode_index"].astype(np.int64)
+    env_config = load_env_config(root)
+    views = {key: view for view, key in CAMERA_KEYS.items()}
+    if env_config is None or act.shape[1] != 2 or cfg.obs_key not in views:
+        raise LeRobotFormatError(
+            f"{root}: BC from a video ({cfg.obs_key!r}) needs rlkit racing data with a 2-D "
+            f"action and a camera of {', '.join(views)} (collect_demonstrations.py --camera "
+            "SIZE), to drive held-out tracks from the frames it renders"
+        )
+    if not np.isfinite(act).all():
+        raise LeRobotFormatError(f"{root}: '{cfg.action_key}' contains NaN/inf")
+    frames = decode_video_column(ds, cfg.obs_key, episode, progress)
+    st = ds.stats([cfg.obs_key]).get(cfg.obs_key, {})
+    mean = np.asarray(st.get("mean", np.full(3, 0.5)), np.float64).reshape(-1)
+    std = np.maximum(np.asarray(st.get("std", np.full(3, 0.25)), np.float64).reshape(-1), 1e-3)
+    if mean.shape != (3,) or std.shape != (3,):
+        raise LeRobotFormatError(
+            f"{root}/meta/stats.json: stats of {cfg.obs_key!r} must have shape (3, 1, 1), got "
+            f"{mean.shape}; delete meta/stats.json to recompute it"
+        )
+    prev = frame_gap_rows(episode, cfg.frame_gap) if cfg.frame_gap else None
+    low, high = -np.ones(2), np.ones(2)
+    view = views[cfg.obs_key]
+    return BCData(frames, act, episode, mean, std, low, high, env_config, prev, view)
+
+
 def split_episodes(
     episode: np.ndarray, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -128,21 +245,23 @@ def split_episodes(
 
 # ------------------------------------------------------------------ loaders
 class _BatchDataset(torch.utils.data.Dataset):
-    """Frames as numpy arrays; ``__getitems__`` returns a whole batch in two fancy-index ops
-    (instead of B ``__getitem__`` calls and a Python-level collate)."""
+    """Frames as numpy arrays; ``__getitems__`` returns a whole batch in a few fancy-index
+    ops (instead of B ``__getitem__`` calls and a Python-level collate)."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
-        self.x, self.y = x, y
+    def __init__(self, x: np.ndarray, y: np.ndarray, rows: np.ndarray, prev: Any, pixels: bool):
+        self.x, self.y, self.rows, self.prev, self.pixels = x, y, rows, prev, pixels
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.from_numpy(self.x[i]), torch.from_numpy(self.y[i])
+        x, y = self.__getitems__([i])
+        return x[0], y[0]
 
     def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        i = np.asarray(idx)
-        return torch.from_numpy(self.x[i]), torch.from_numpy(self.y[i])
+        r = self.rows[np.asarray(idx)]
+        x = gather(self.x, r, self.prev, pixels=self.pixels)
+        return torch.from_numpy(x), torch.from_numpy(self.y[r])
 
 
 def _keep_batch(batch: Any) -> Any:
@@ -150,7 +269,9 @@ def _keep_batch(batch: Any) -> Any:
 
 
 class Batches:
-    """Shuffled minibatches of (obs, normalised action) on the training device.
+    """Shuffled minibatches of (policy input, normalised action) on the training device,
+    drawn from ``rows`` of ``x`` / ``y`` (default: every row; inputs as :func:`gather`
+    builds them).
 
     ``kind="memory"``: both arrays live on the device as tensors; each epoch is a random
     permutation sliced into index batches (no workers, no copies per batch).
@@ -170,17 +291,23 @@ class Batches:
         workers: int = 0,
         pin_memory: bool = False,
         seed: int = 0,
+        rows: np.ndarray | None = None,
+        prev: np.ndarray | None = None,
     ) -> None:
         self.kind, self.device, self.batch_size, self.seed = kind, device, batch_size, seed
-        self.n = len(x)
+        self.pixels = x.ndim == 4
+        rows = np.arange(len(x)) if rows is None else rows
+        self.n = len(rows)
         self.generator = torch.Generator()
         if kind == "memory":
             self.x = torch.as_tensor(x, device=device)
             self.y = torch.as_tensor(y, device=device)
+            self.rows = torch.as_tensor(rows, device=device)
+            self.prev = None if prev is None else torch.as_tensor(prev, device=device)
         else:
             self.pin = pin_memory
             self.loader = torch.utils.data.DataLoader(
-                _BatchDataset(x, y),
+                _BatchDataset(x, y, rows, prev, self.pixels),
                 batch_size=batch_size,
                 shuffle=True,
                 generator=self.generator,
@@ -198,8 +325,8 @@ class Batches:
         if self.kind == "memory":
             perm = torch.randperm(self.n, generator=self.generator).to(self.device)
             for i in range(0, self.n, self.batch_size):
-                idx = perm[i : i + self.batch_size]
-                yield self.x[idx], self.y[idx]
+                r = self.rows[perm[i : i + self.batch_size]]
+                yield gather(self.x, r, self.prev, pixels=self.pixels), self.y[r]
         else:
             for xb, yb in self.loader:
                 yield (

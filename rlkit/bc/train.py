@@ -19,11 +19,18 @@ from rlkit.bc.config import BCConfig
 from rlkit.bc.data import Batches, BCData, load_bc_data, resolve_loader, split_episodes
 from rlkit.envs.expert import Expert
 from rlkit.envs.racing import make_observation_space
-from rlkit.lerobot import write_dataset
-from rlkit.policy import BCPolicy, export_sb3
+from rlkit.lerobot import DatasetReader, LeRobotFormatError, write_dataset
+from rlkit.policy import BCPolicy, PixelBCPolicy, export_sb3
 from rlkit.progress import progress as make_progress
 from rlkit.report import eval_payload, format_eval_table
-from rlkit.rollout import EvalResult, evaluate_drivers, expert_driver, policy_driver, rollout
+from rlkit.rollout import (
+    EvalResult,
+    evaluate_drivers,
+    expert_driver,
+    pixel_policy_driver,
+    policy_driver,
+    rollout,
+)
 from rlkit.rundir import RunDir, say
 from rlkit.utils import (
     from_json,
@@ -57,15 +64,17 @@ class _Trainer:
     def __init__(self, cfg: BCConfig, data: BCData, run: RunDir, device: torch.device) -> None:
         self.cfg, self.data, self.run, self.out, self.device = cfg, data, run, run.path, device
         torch.manual_seed(cfg.seed)
-        self.policy = BCPolicy(
-            data.obs.shape[1],
-            data.action.shape[1],
-            cfg.hidden,
-            data.obs_mean,
-            data.obs_std,
-            data.act_low,
-            data.act_high,
-        ).to(device)
+        act_dim, norm = data.action.shape[1], (data.obs_mean, data.obs_std)
+        bounds = (data.act_low, data.act_high)
+        self.policy: BCPolicy | PixelBCPolicy
+        if data.pixels:  # the frame, and the one --frame-gap steps earlier
+            frames = 1 if data.prev is None else 2
+            self.policy = PixelBCPolicy(
+                data.obs.shape[1:], frames, act_dim, cfg.hidden, *norm, *bounds
+            ).to(device)
+        else:
+            self.policy = BCPolicy(data.obs.shape[1], act_dim, cfg.hidden, *norm, *bounds)
+            self.policy.to(device)
         self.opt = torch.optim.Adam(self.policy.parameters(), lr=cfg.lr)
         self.best_val = math.inf
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -75,44 +84,48 @@ class _Trainer:
         self.bad_epochs = 0
         self.samples = 0
         self.seconds = 0.0
-        self.extra_obs = np.zeros((0, data.obs.shape[1]), np.float32)  # DAgger data
+        self.extra_obs = np.zeros((0, *data.obs.shape[1:]), data.obs.dtype)  # DAgger data
         self.extra_act = np.zeros((0, data.action.shape[1]), np.float32)
         train, val = split_episodes(data.episode, cfg.val_fraction, cfg.seed)
         self.train_mask, self.val_mask = train, val
-        self.loader_kind = resolve_loader(cfg, data.obs[train].nbytes + data.action[train].nbytes)
+        self.loader_kind = resolve_loader(
+            cfg, (data.obs.nbytes if data.pixels else data.obs[train].nbytes) + data.action.nbytes
+        )
 
     # -- data
     def batches(self) -> Batches:
-        x = np.concatenate([self.data.obs[self.train_mask], self.extra_obs])
-        y = self.policy.normalise_action(
-            np.concatenate([self.data.action[self.train_mask], self.extra_act])
-        )
+        rows = prev = None
+        if self.data.pixels:  # frames stay where they are: batches gather rows (and gaps)
+            x, rows, prev = self.data.obs, np.flatnonzero(self.train_mask), self.data.prev
+            y = self.policy.normalise_action(self.data.action)
+        else:
+            x = np.concatenate([self.data.obs[self.train_mask], self.extra_obs])
+            y = self.policy.normalise_action(
+                np.concatenate([self.data.action[self.train_mask], self.extra_act])
+            )
         kind = self.loader_kind = resolve_loader(self.cfg, x.nbytes + y.nbytes)
         cuda = self.device.type == "cuda"
         pin = cuda and self.cfg.pin_memory != "off"  # auto = on with CUDA
         if self.cfg.pin_memory == "on" and not cuda:
             logger.warning("--pin-memory on has no effect without CUDA; not pinning")
         workers = self.cfg.num_workers if kind == "dataloader" else 0
-        return Batches(
-            x, y, self.cfg.batch_size, kind, self.device, workers, pin, self.cfg.seed + self.phase
-        )
+        seed = self.cfg.seed + self.phase
+        return Batches(x, y, self.cfg.batch_size, kind, self.device, workers, pin, seed, rows, prev)
 
     @torch.no_grad()
     def val_loss(self) -> float:
         if not self.val_mask.any():
             return math.nan
         self.policy.eval()
-        x = torch.as_tensor(self.data.obs[self.val_mask], device=self.device)
-        y = torch.as_tensor(
-            self.policy.normalise_action(self.data.action[self.val_mask]), device=self.device
-        )
-        losses = [
-            nn.functional.mse_loss(
-                self.policy(x[i : i + 65536]), y[i : i + 65536], reduction="sum"
-            ).item()
-            for i in range(0, len(x), 65536)
-        ]
-        return sum(losses) / y.numel()
+        rows = np.flatnonzero(self.val_mask)
+        y = self.policy.normalise_action(self.data.action[rows])
+        step = 1024 if self.data.pixels else 65536
+        total = 0.0
+        for i in range(0, len(rows), step):
+            x = torch.as_tensor(self.data.inputs(rows[i : i + step]), device=self.device)
+            yb = torch.as_tensor(y[i : i + step], device=self.device)
+            total += nn.functional.mse_loss(self.policy(x), yb, reduction="sum").item()
+        return total / y.size
 
     # -- checkpoints
     def state(self) -> dict[str, Any]:
@@ -268,6 +281,14 @@ def _write_dagger_dataset(trainer: _Trainer, out: Path) -> None:
     )
 
 
+def _is_video(cfg: BCConfig) -> bool:
+    """``--obs-key`` names a video feature of ``--data`` (read from its info.json only)."""
+    try:
+        return DatasetReader(cfg.data).features.get(cfg.obs_key, {}).get("dtype") == "video"
+    except (OSError, LeRobotFormatError):
+        return False  # load_bc_data reports it
+
+
 def _has_checkpoint(out: Path) -> bool:
     return (out / "checkpoint.pt").is_file()
 
@@ -277,7 +298,12 @@ LOG_HEADER = ["epoch", "phase", "train_loss", "val_loss", "seconds"]
 
 def train_bc(cfg: BCConfig, *, argv: list[str] | None = None, progress: bool = True) -> BCResult:
     """Train, DAgger, evaluate and export; see the module docstring for the outputs."""
-    data = load_bc_data(cfg)  # validates the input before anything is written
+    if cfg.dagger_rounds and _is_video(cfg):
+        raise ValueError(
+            f"--dagger-rounds labels states, not camera frames: use it with a state --obs-key "
+            f"(not the video {cfg.obs_key!r})"
+        )
+    data = load_bc_data(cfg, progress)  # validates the input before anything is written
     if cfg.dagger_rounds and data.env_config is None:
         raise ValueError(
             f"--dagger-rounds needs rlkit racing data ({cfg.data} has no meta/rlkit_env.json)"
@@ -336,13 +362,14 @@ def _train(
     policy = trainer.policy.cpu().eval()
     policy.save(out / "bc_policy.pt")
 
-    obs_space = (
-        make_observation_space(data.env_config)
-        if data.env_config is not None
-        else spaces.Box(-np.inf, np.inf, (data.obs.shape[1],), np.float32)
-    )
-    env_dict = data.env_config.to_dict() if data.env_config is not None else None
-    export_sb3(policy, out, obs_space, init_std=cfg.init_std, env_config=env_dict)
+    if isinstance(policy, BCPolicy):  # RL trains on states: a pixel policy has no SB3 export
+        obs_space = (
+            make_observation_space(data.env_config)
+            if data.env_config is not None
+            else spaces.Box(-np.inf, np.inf, (data.obs.shape[1],), np.float32)
+        )
+        env_dict = data.env_config.to_dict() if data.env_config is not None else None
+        export_sb3(policy, out, obs_space, init_std=cfg.init_std, env_config=env_dict)
 
     result = BCResult(
         output=out,
@@ -354,7 +381,12 @@ def _train(
         device=str(device),
     )
     if cfg.eval_episodes and data.env_config is not None:
-        drivers = {"bc": policy_driver(policy), "expert": expert_driver(expert)}
+        bc = (
+            pixel_policy_driver(policy, data.obs.shape[1], cfg.frame_gap, data.view)
+            if isinstance(policy, PixelBCPolicy)
+            else policy_driver(policy)
+        )
+        drivers = {"bc": bc, "expert": expert_driver(expert)}
         result.eval = evaluate_drivers(drivers, data.env_config, cfg.eval_episodes, cfg.seed)
         write_json_atomic(out / "eval.json", eval_payload(result.eval, cfg.eval_episodes, cfg.seed))
     elif cfg.eval_episodes:

@@ -23,10 +23,13 @@ from rlkit.envs.sim import RacingSim
 from rlkit.envs.track import Track
 
 __all__ = [
+    "VIEWS",
     "PygameNotInstalled",
     "PygameWindow",
     "import_pygame",
+    "render_ego_frame",
     "render_frame",
+    "render_view",
     "track_background",
 ]
 
@@ -119,6 +122,63 @@ def render_frame(sim: RacingSim, car: int, size: int = 96) -> np.ndarray:
     inside = (np.abs(along) <= half_l) & (np.abs(across) <= half_w)
     frame[row_lo:row_hi, col_lo:col_hi][inside] = CAR
     return frame
+
+
+# ------------------------------------------------------------------ the car's own view
+#: The ego view: ``EGO_EXTENT_M`` metres wide, the car fixed at the bottom quarter pointing
+#: up, so it shows ``0.75 * EGO_EXTENT_M`` of road ahead in the same place on every track
+#: (the top view puts the car anywhere on a track scaled to the frame).
+EGO_EXTENT_M = 48.0
+#: The resolution (pixels across the whole track) the ego view samples the track image from.
+EGO_BACKGROUND = 512
+VIEWS = ("top", "ego")
+
+
+@lru_cache(maxsize=8)
+def _ego_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Metres ahead of / right of the car of every pixel centre of a ``size`` ego frame."""
+    m = EGO_EXTENT_M / size
+    right = (np.arange(size) + 0.5 - 0.5 * size) * m
+    ahead = (0.75 * size - np.arange(size) - 0.5) * m  # row 0: furthest ahead
+    r, a = np.meshgrid(right, ahead)
+    return a, r
+
+
+def render_ego_frame(sim: RacingSim, car: int, size: int = 96) -> np.ndarray:
+    """Car ``car`` of ``sim`` seen from above *its own* position and heading (a chase view):
+    uint8 (size, size, 3), the road :data:`EGO_EXTENT_M` wide, sampled from the track image
+    at :data:`EGO_BACKGROUND` pixels (grass beyond it)."""
+    if size < 8:
+        raise ValueError(f"render size must be >= 8 pixels, got {size}")
+    track = sim.tracks[car]
+    if track is None:
+        raise RuntimeError("render() called before reset()")
+    bg = track_background(track, EGO_BACKGROUND)
+    x0, y0, scale = _frame_transform(track, EGO_BACKGROUND)
+    ahead, right = _ego_grid(size)
+    c, s = np.cos(sim.psi[car]), np.sin(sim.psi[car])
+    wx = sim.x[car] + ahead * c + right * s
+    wy = sim.y[car] + ahead * s - right * c
+    col = np.floor((wx - x0) / scale).astype(np.int64)
+    row = np.floor(EGO_BACKGROUND - (wy - y0) / scale).astype(np.int64)
+    inside = (col >= 0) & (col < EGO_BACKGROUND) & (row >= 0) & (row < EGO_BACKGROUND)
+    frame = np.empty((size, size, 3), dtype=np.uint8)
+    frame[:] = GRASS
+    frame[inside] = bg[row[inside], col[inside]]
+    params = sim.config.car
+    half_l = max(0.5 * params.length, 0.9 * EGO_EXTENT_M / size)
+    half_w = max(0.5 * params.width, 0.75 * EGO_EXTENT_M / size)
+    frame[(np.abs(ahead) <= half_l) & (np.abs(right) <= half_w)] = CAR
+    return frame
+
+
+def render_view(sim: RacingSim, car: int, size: int, view: str = "top") -> np.ndarray:
+    """:func:`render_frame` (``view="top"``: the whole track) or :func:`render_ego_frame`."""
+    if view == "ego":
+        return render_ego_frame(sim, car, size)
+    if view != "top":
+        raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
+    return render_frame(sim, car, size)
 
 
 # ------------------------------------------------------------------ human rendering

@@ -36,6 +36,7 @@ __all__ = [
     "decode_frames_at",
     "encode_episode",
     "image_episode_stats",
+    "video_duration_s",
     "video_feature",
 ]
 
@@ -278,3 +279,30 @@ def decode_frames_at(path: Path, timestamps: list[float], fps: float) -> list[np
                 got = None
             out.append(got)
     return out
+
+
+def video_duration_s(path: str | Path) -> float:
+    """Duration in seconds of the first video stream of an mp4 (PyAV).
+
+    Raises:
+        ImportError: If PyAV is not installed (``pip install av`` or ``pip install rlkit[video]``).
+        LeRobotFormatError: If the file cannot be opened as a video.
+    """
+    import av
+
+    from rlkit.lerobot.layout import LeRobotFormatError
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise LeRobotFormatError(f"{path} has no video stream")
+            stream = container.streams.video[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            if container.duration is not None:
+                return container.duration / 1e6  # microseconds
+            if stream.frames and stream.average_rate:
+                return float(stream.frames / stream.average_rate)
+    except av.error.FFmpegError as e:  # type: ignore[attr-defined]
+        raise LeRobotFormatError(f"{path} is not a readable video ({e}); re-encode it") from e
+    raise LeRobotFormatError(f"{path}: cannot tell the video duration; re-encode it")

@@ -20,10 +20,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rlkit.lerobot.files import column_to_numpy, nonfinite_rows, parquet_errors
 from rlkit.lerobot.layout import DataFileWriter, LeRobotFormatError, is_float
 from rlkit.lerobot.merge.features import Feature
 from rlkit.lerobot.merge.plan import Plan, Source
-from rlkit.lerobot.reader import column_to_numpy, nonfinite_rows, parquet_errors
 from rlkit.lerobot.stats import episode_stats_arrays
 from rlkit.progress import progress as make_progress
 

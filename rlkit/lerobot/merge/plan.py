@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rlkit.lerobot.files import parquet_errors
 from rlkit.lerobot.layout import (
     DEFAULT_DATA_FILES_SIZE_IN_MB,
     DEFAULT_VIDEO_FILES_SIZE_IN_MB,
@@ -27,7 +28,7 @@ from rlkit.lerobot.layout import (
 from rlkit.lerobot.merge.config import MergeConfig
 from rlkit.lerobot.merge.features import Feature, Padded, merge_features, output_schema
 from rlkit.lerobot.meta import check_output
-from rlkit.lerobot.reader import DatasetReader, parquet_errors
+from rlkit.lerobot.reader import DatasetReader
 
 logger = logging.getLogger(__name__)
 

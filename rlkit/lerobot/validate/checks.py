@@ -1,27 +1,5 @@
-"""Check a local LeRobot dataset against the invariants lerobot's loader assumes: all of
-rlkit's validation, run by :func:`validate_dataset` (``rlkit-validate-lerobot DIR``, exit
-code 0 valid, 1 problems found). Checked:
-
-- episode indices 0..E-1 without gaps, no empty episode; v3.0 ``length`` /
-  ``dataset_from_index`` / ``dataset_to_index`` agree with each other and with the rows of
-  the data file each episode points to;
-- tasks ordered by ``task_index`` 0..T-1, every task an episode names in the tasks table, each
-  episode's ``tasks`` equal to the task strings of its rows' ``task_index``;
-- ``info.json`` totals equal the actual counts, ``splits`` cover every episode;
-- every referenced data and video file exists and is readable (a zero-byte or truncated
-  parquet file is named, not a traceback); v3.0 video ``to_timestamp - from_timestamp`` is
-  ``length / fps``, every episode's last frame lies inside its mp4, and its first and last
-  frame decode (PyAV; skipped with a warning when ``av`` is not installed);
-- ``index`` equals the global row position, ``frame_index`` counts from 0 and ``timestamp``
-  steps by ``1/fps`` (tolerance :data:`~rlkit.lerobot.layout.TIMESTAMP_TOL_S`) within each
-  episode, ``task_index`` values index the tasks table;
-- every data file's columns against the ``info.json`` features: each declared feature is a
-  column of a parquet type that fits its dtype and shape
-  (:func:`~rlkit.lerobot.layout.type_problem`), no undeclared columns, float features free
-  of NaN/inf;
-- ``stats.json`` / ``episodes_stats.jsonl``: shapes (``count`` (1,), images (3,1,1), others
-  the feature shape) and values finite; per-episode ``count`` equals the episode length.
-"""
+"""The table and metadata checks of :func:`validate_dataset` (the list is in
+:mod:`rlkit.lerobot.validate`); the video checks are in :mod:`rlkit.lerobot.validate.videos`."""
 
 from __future__ import annotations
 
@@ -34,6 +12,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rlkit.lerobot.files import (
+    column_to_numpy,
+    nonfinite_rows,
+    parquet_errors,
+    read_json,
+    read_jsonl,
+    stat_array,
+)
 from rlkit.lerobot.layout import (
     INDEX_FEATURES,
     INFO_PATH,
@@ -45,22 +31,14 @@ from rlkit.lerobot.layout import (
     is_float,
     type_problem,
 )
-from rlkit.lerobot.reader import (
-    DatasetReader,
-    column_to_numpy,
-    nonfinite_rows,
-    parquet_errors,
-    read_json,
-    read_jsonl,
-    stat_array,
-)
+from rlkit.lerobot.reader import DatasetReader
+from rlkit.lerobot.validate.problems import MAX_REPORTED, capped
+from rlkit.lerobot.validate.videos import check_video_lengths, check_videos
 from rlkit.utils import available_cores
 
-__all__ = ["validate_dataset", "video_duration_s"]
+__all__ = ["validate_dataset"]
 
 logger = logging.getLogger(__name__)
-
-_MAX_REPORTED = 5  # problems of one kind listed before summarising the rest
 
 
 def validate_dataset(
@@ -95,7 +73,7 @@ def validate_dataset(
             checks.submit(_check_schemas, ds, pool),
             checks.submit(_check_episode_tasks, ds) if files_ok else None,
             checks.submit(_check_episode_counts, ds),
-            checks.submit(_check_video_lengths, ds, pool),
+            checks.submit(check_video_lengths, ds, pool),
             checks.submit(_check_values, ds, pool) if values else None,
         ]
         problems: list[str] = []
@@ -112,13 +90,6 @@ def validate_dataset(
     return problems
 
 
-def _capped(problems: list[str], what: str) -> list[str]:
-    """The first :data:`_MAX_REPORTED` problems, then one line counting the rest."""
-    if len(problems) <= _MAX_REPORTED:
-        return problems
-    return [*problems[:_MAX_REPORTED], f"... and {len(problems) - _MAX_REPORTED} more {what}"]
-
-
 def _check_metadata(ds: DatasetReader) -> list[str]:
     """Episodes, tasks, totals, referenced files, index columns and stats files."""
     lengths = _episode_arrays(ds)[1]
@@ -126,8 +97,8 @@ def _check_metadata(ds: DatasetReader) -> list[str]:
     problems += _check_tasks_and_totals(ds, lengths)
     files = ds.data_files()
     missing = [f"data file {f} is referenced but does not exist" for f in files if not f.is_file()]
-    problems += _capped(missing, "missing data files")
-    problems += _check_videos(ds)
+    problems += capped(missing, "missing data files")
+    problems += check_videos(ds)
     # frame-level checks only when all data is present (row positions are otherwise unknown)
     if not missing and len(lengths):
         problems += _check_frames(ds, files)
@@ -151,7 +122,7 @@ def _check_episodes(ds: DatasetReader) -> list[str]:
             f" row {bad} has episode_index {ep_idx[bad]}"
         )
     if np.any(lengths <= 0):
-        problems.append(f"episodes {ep_idx[lengths <= 0][:_MAX_REPORTED].tolist()} are empty")
+        problems.append(f"episodes {ep_idx[lengths <= 0][:MAX_REPORTED].tolist()} are empty")
     if ds.version != "v3.0":
         return problems
     if not np.array_equal(to_idx - from_idx, lengths):
@@ -208,41 +179,6 @@ def _check_tasks_and_totals(ds: DatasetReader, lengths: np.ndarray) -> list[str]
     return problems
 
 
-def _video_keys(ds: DatasetReader) -> list[str]:
-    return [k for k, ft in ds.features.items() if ft.get("dtype") == "video"]
-
-
-def _check_videos(ds: DatasetReader) -> list[str]:
-    """Referenced video files exist; v3.0 timestamp ranges match the episode lengths."""
-    keys = _video_keys(ds)
-    if keys and ds.layout.video_path is None:
-        return [f"{ds.root / INFO_PATH}: video features {keys} but video_path is null"]
-    problems: list[str] = []
-    missing: list[str] = []
-    eps = ds.episodes
-    for key in keys:
-        try:
-            paths = set(ds.video_files(key))
-        except LeRobotFormatError as e:
-            problems.append(str(e))
-            continue
-        missing.extend(str(p) for p in sorted(paths) if not p.is_file())
-        ts_cols = [f"videos/{key}/from_timestamp", f"videos/{key}/to_timestamp"]
-        if ds.version == "v3.0" and set(ts_cols) <= set(eps.columns):
-            dur = eps[ts_cols[1]].to_numpy(float) - eps[ts_cols[0]].to_numpy(float)
-            expected = eps["length"].to_numpy(float) / ds.fps
-            bad = np.flatnonzero(np.abs(dur - expected) > 0.5 / ds.fps)
-            if len(bad):
-                i = int(bad[0])
-                problems.append(
-                    f"video {key!r}: {len(bad)} episodes have to_timestamp - "
-                    f"from_timestamp != length/fps, e.g. episode "
-                    f"{eps['episode_index'].iloc[i]}: {dur[i]:.4f}s vs {expected[i]:.4f}s"
-                )
-    missing_lines = [f"video file {p} is referenced but does not exist" for p in missing]
-    return problems + _capped(missing_lines, "missing video files")
-
-
 def _check_frames(ds: DatasetReader, files: list[Path]) -> list[str]:
     """Row counts of the data files against the episodes, then the index columns."""
     ep_idx, lengths, from_idx, to_idx = _episode_arrays(ds)
@@ -255,7 +191,7 @@ def _check_frames(ds: DatasetReader, files: list[Path]) -> list[str]:
         except LeRobotFormatError as e:
             unreadable.append(str(e))
     if unreadable:  # row positions are unknown past an unreadable file
-        return _capped(unreadable, "unreadable data files")
+        return capped(unreadable, "unreadable data files")
     file_rows = np.array(rows, dtype=np.int64)
     n_rows = int(file_rows.sum())
     if n_rows != int(lengths.sum()):
@@ -378,7 +314,7 @@ def _check_stats(ds: DatasetReader) -> list[str]:
                     problems.append(
                         f"{where}: stats[{feat!r}][{name!r}] has shape {got}, expected {want}"
                     )
-    return problems + _capped(bad_values, "non-finite stats")
+    return problems + capped(bad_values, "non-finite stats")
 
 
 # ----------------------------------------------------------------------------- data files
@@ -413,7 +349,7 @@ def _check_schemas(ds: DatasetReader, pool: ThreadPoolExecutor) -> list[str]:
             problems.append(
                 f"{path} has columns {undeclared} not declared in meta/info.json features"
             )
-        if len(problems) > _MAX_REPORTED:
+        if len(problems) > MAX_REPORTED:
             problems.append("... (more schema problems not listed)")
             break
     return problems
@@ -467,7 +403,7 @@ def _check_values(ds: DatasetReader, pool: ThreadPoolExecutor) -> list[str]:
     problems: list[str] = []
     for found in pool.map(check, files):
         problems.extend(found)
-    return _capped(problems, "non-finite columns")
+    return capped(problems, "non-finite columns")
 
 
 def _check_episode_tasks(ds: DatasetReader) -> list[str]:
@@ -495,7 +431,7 @@ def _check_episode_tasks(ds: DatasetReader) -> list[str]:
                 f"episode {int(e)} lists tasks {sorted(tasks)} but its rows have task_index "
                 f"values meaning {sorted(got)}"
             )
-            if len(problems) >= _MAX_REPORTED:
+            if len(problems) >= MAX_REPORTED:
                 break
     return problems
 
@@ -514,125 +450,6 @@ def _check_episode_counts(ds: DatasetReader) -> list[str]:
                 f"per-episode stats of {key!r}: episode {int(ds.episodes['episode_index'].iloc[i])}"
                 f" has count {int(c[i])} but length {int(lengths[i])}"
             )
-            if len(problems) >= _MAX_REPORTED:
+            if len(problems) >= MAX_REPORTED:
                 break
     return problems
-
-
-def _check_video_lengths(ds: DatasetReader, pool: ThreadPoolExecutor) -> list[str]:
-    keys = _video_keys(ds)
-    if not keys or ds.layout.video_path is None:
-        return []
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        logger.warning(
-            "PyAV is not installed: video durations not checked (pip install 'rlkit[video]')"
-        )
-        return []
-    eps = ds.episodes
-    need: dict[Path, float] = {}  # file -> latest last-frame timestamp it must contain
-    where: dict[Path, str] = {}
-    for key in keys:
-        to_col = f"videos/{key}/to_timestamp"
-        if ds.version == "v3.0" and to_col not in eps.columns:
-            continue  # reported by _check_videos
-        try:
-            files = ds.video_files(key)
-        except LeRobotFormatError:
-            continue  # reported by _check_videos
-        if ds.version == "v3.0":
-            last = eps[to_col].to_numpy(np.float64) - 1.0 / ds.fps
-        else:
-            last = (eps["length"].to_numpy(np.float64) - 1) / ds.fps
-        for p, t, e in zip(files, last.tolist(), eps["episode_index"], strict=True):
-            if t > need.get(p, -1.0):
-                need[p], where[p] = t, f"{key} episode {int(e)}"
-    paths = [p for p in need if p.is_file()]  # missing files: reported by _check_videos
-
-    def probe(p: Path) -> float | str:
-        try:
-            return video_duration_s(p)
-        except LeRobotFormatError as e:
-            return str(e)
-
-    problems = []
-    for p, dur in zip(paths, pool.map(probe, paths), strict=True):
-        if isinstance(dur, str):
-            problems.append(dur)
-        elif need[p] >= dur + TIMESTAMP_TOL_S:
-            problems.append(
-                f"video {p} lasts {dur:.3f}s but {where[p]} needs a frame at {need[p]:.3f}s; "
-                "the video is too short for its episode metadata"
-            )
-        if len(problems) >= _MAX_REPORTED:
-            break
-    return problems or _check_first_and_last_frames(ds, keys, pool)
-
-
-def _check_first_and_last_frames(
-    ds: DatasetReader, keys: list[str], pool: ThreadPoolExecutor
-) -> list[str]:
-    """Decode every episode's first and last frame of each video feature (PyAV)."""
-    from rlkit.lerobot.video import decode_frames_at
-
-    eps = ds.episodes
-    lengths = eps["length"].to_numpy(np.float64)
-    wanted: dict[Path, list[tuple[float, str]]] = {}
-    for key in keys:
-        try:
-            files = ds.video_files(key)
-        except LeRobotFormatError:
-            continue  # reported by _check_videos
-        from_col = f"videos/{key}/from_timestamp"
-        if ds.version == "v3.0":
-            if from_col not in eps.columns:
-                continue
-            start = eps[from_col].to_numpy(np.float64)
-        else:
-            start = np.zeros(len(eps))
-        last = start + (lengths - 1) / ds.fps
-        for p, a, b, e in zip(files, start, last, eps["episode_index"], strict=True):
-            if p.is_file():
-                what = f"video {key!r} episode {int(e)}"
-                wanted.setdefault(p, []).extend([(a, f"{what}: first"), (b, f"{what}: last")])
-
-    def decode(p: Path) -> list[str]:
-        times = [t for t, _ in wanted[p]]
-        try:
-            frames = decode_frames_at(p, times, ds.fps)
-        except Exception as e:  # a file PyAV cannot open at all
-            return [f"video {p} cannot be decoded ({type(e).__name__}: {e}); re-encode it"]
-        return [
-            f"{what} frame (at {t:.3f}s) cannot be decoded from {p}"
-            for (t, what), f in zip(wanted[p], frames, strict=True)
-            if f is None
-        ]
-
-    problems = [msg for msgs in pool.map(decode, list(wanted)) for msg in msgs]
-    return problems[:_MAX_REPORTED]
-
-
-def video_duration_s(path: str | Path) -> float:
-    """Duration in seconds of the first video stream of an mp4 (PyAV).
-
-    Raises:
-        ImportError: If PyAV is not installed (``pip install av`` or ``pip install rlkit[video]``).
-        LeRobotFormatError: If the file cannot be opened as a video.
-    """
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise LeRobotFormatError(f"{path} has no video stream")
-            stream = container.streams.video[0]
-            if stream.duration is not None and stream.time_base is not None:
-                return float(stream.duration * stream.time_base)
-            if container.duration is not None:
-                return container.duration / 1e6  # microseconds
-            if stream.frames and stream.average_rate:
-                return float(stream.frames / stream.average_rate)
-    except av.error.FFmpegError as e:  # type: ignore[attr-defined]
-        raise LeRobotFormatError(f"{path} is not a readable video ({e}); re-encode it") from e
-    raise LeRobotFormatError(f"{path}: cannot tell the video duration; re-encode it")
