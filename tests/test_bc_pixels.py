@@ -143,3 +143,15 @@ def test_bc_from_the_ego_camera(tmp_path):
             "observation.images.ego", "--epochs", "1"]  # fmt: skip
     assert bc_main(argv) == 0
     assert json.loads((out / "eval.json").read_text())["bc"]["episodes"] == 2
+
+
+def test_frames_that_do_not_fit_in_memory_stop_before_decoding(camera_set, tmp_path, capsys,
+                                                                 monkeypatch):  # fmt: skip
+    import rlkit.bc.data as bc_data
+
+    monkeypatch.setattr(bc_data, "_free_memory", lambda: 1_000_000)  # a machine with 1 MB free
+    out = tmp_path / "o"
+    assert bc_main(["--data", str(camera_set), "--output", str(out), *TRAIN]) == 1
+    err = capsys.readouterr().err
+    assert "decoding 240 frames" in err and "needs 1.2 MB of memory, 1.0 MB are free" in err
+    assert not out.exists()

@@ -89,6 +89,16 @@ def decode_video_column(
         raise LeRobotFormatError(
             f"{ds.root}: video feature {key!r} has shape {list(shape)}; expected [H, W, 3]"
         )
+    if not (np.diff(episode) >= 0).all():
+        raise LeRobotFormatError(f"{ds.root}: frames are not grouped by episode")
+    need = len(episode) * math.prod(shape)
+    free = _free_memory()
+    if free is not None and need > 0.8 * free:
+        raise MemoryError(
+            f"{ds.root}: decoding {len(episode):,} frames of {key!r} needs {_size(need)} of "
+            f"memory, {_size(free)} are free; train on fewer episodes (merge a subset) or "
+            "record a smaller --camera"
+        )
     eps, first = np.unique(episode, return_index=True)
     counts = np.bincount(np.searchsorted(eps, episode), minlength=len(eps))
     frames = np.empty((len(episode), *shape), dtype=np.uint8)
@@ -103,13 +113,27 @@ def decode_video_column(
             )
         frames[first[k] : first[k] + counts[k]] = f
 
-    if not (np.diff(episode) >= 0).all():
-        raise LeRobotFormatError(f"{ds.root}: frames are not grouped by episode")
     with ThreadPoolExecutor(max(1, available_cores())) as pool:
         for _ in pool.map(one, range(len(eps))):
             bar.update(1)
     bar.close()
     return frames
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def _free_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def frame_gap_rows(episode: np.ndarray, gap: int) -> np.ndarray:

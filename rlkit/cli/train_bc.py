@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_tool(
         PROG,
         lambda: "\n" + summary_text(train_bc(cfg, argv=argv)),
-        (OSError, LeRobotFormatError, ValueError),
+        (OSError, LeRobotFormatError, ValueError, MemoryError),
     )
 
 
