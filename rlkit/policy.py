@@ -178,36 +178,42 @@ class BCPolicy(_ActionBounds, nn.Module):
 class PixelBCPolicy(_ActionBounds, nn.Module):
     """CNN policy: camera frames -> action in the normalised [-1, 1] space.
 
-    Input: uint8 ``(B, S, H, W, 3)``, ``S`` frames per sample (the current frame, then the
-    one ``gap`` steps earlier: a single top-down frame shows where the car is, two show
-    where it is going). Pixels are scaled to [0, 1] and normalised per channel inside.
+    Input: uint8 ``(B, S, H, W, 3)``, ``S`` frames per sample: the current frame of camera
+    ``view``, then (``gap`` > 0) the one ``gap`` steps earlier -- one frame shows where the
+    car is, two show where it is going. Pixels are scaled to [0, 1] and normalised per
+    channel inside. ``gap`` and ``view`` travel with the policy: they say what to feed it.
 
     Architecture (DQN's "Nature" encoder, narrower first layer for CPU): conv 8x8/4 (16) ->
     conv 4x4/2 (32) -> conv 3x3/1 (32), ReLU, flatten -> MLP ``hidden`` (ReLU) -> Tanh.
 
     Args:
         image_shape: ``(H, W, 3)`` of a frame.
-        frames: ``S``, frames per sample.
         act_dim: action size.
         hidden: hidden widths after the encoder.
         pixel_mean, pixel_std: per-channel normalisation in [0, 1] units (default 0.5 / 0.25).
         act_low, act_high: bounds of the real action space; ``act`` maps [-1, 1] onto them.
+        gap: steps between the two frames of a sample (0: one frame).
+        view: the camera (:data:`rlkit.envs.render.VIEWS`) the frames come from.
     """
 
     def __init__(
         self,
         image_shape: list[int] | tuple[int, ...],
-        frames: int,
         act_dim: int,
         hidden: list[int] | tuple[int, ...] = (256,),
         pixel_mean: np.ndarray | None = None,
         pixel_std: np.ndarray | None = None,
         act_low: np.ndarray | None = None,
         act_high: np.ndarray | None = None,
+        *,
+        gap: int = 0,
+        view: str = "top",
     ) -> None:
         super().__init__()
         self.image_shape = [int(x) for x in image_shape]
-        self.frames, self.act_dim, self.hidden = int(frames), int(act_dim), [int(h) for h in hidden]
+        self.act_dim, self.hidden = int(act_dim), [int(h) for h in hidden]
+        self.gap, self.view = int(gap), str(view)
+        self.frames = 2 if self.gap else 1
         h, w, c = self.image_shape
         if min(h, w) < 36 or c != 3:
             raise ValueError(f"frames must be at least 36 x 36 RGB, got {self.image_shape}")
@@ -246,9 +252,10 @@ class PixelBCPolicy(_ActionBounds, nn.Module):
     def spec(self) -> dict[str, Any]:
         return {
             "image_shape": self.image_shape,
-            "frames": self.frames,
             "act_dim": self.act_dim,
             "hidden": self.hidden,
+            "gap": self.gap,
+            "view": self.view,
         }
 
     def save(self, path: str | Path, **extra: Any) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from gymnasium.utils import seeding
@@ -90,14 +91,15 @@ def policy_driver(policy: object) -> Driver:
 
 
 class _PixelDriver:
-    """A :class:`~rlkit.policy.PixelBCPolicy` driving from top-down frames it renders of
-    every car (as ``collect --camera`` recorded them: the view before the action), with the
-    frame ``gap`` steps earlier when the policy takes two (the first frame until then)."""
+    """A :class:`~rlkit.policy.PixelBCPolicy` driving from the frames of its camera view that
+    it renders of every car (as ``collect --camera`` recorded them: the view before the
+    action), with the frame ``gap`` steps earlier when it takes two (the first until then)."""
 
     uses_obs = False  # acts from rendered frames
 
-    def __init__(self, policy: object, size: int, gap: int, view: str) -> None:
-        self.policy, self.size, self.gap, self.view = policy, size, gap, view
+    def __init__(self, policy: Any) -> None:
+        self.policy, self.size = policy, policy.image_shape[0]
+        self.gap, self.view = policy.gap, policy.view
         self.sim: RacingSim | None = None
         self.history: list[np.ndarray] = []
 
@@ -107,13 +109,14 @@ class _PixelDriver:
         now = np.stack([draw_view(sim, k, self.size, self.view) for k in range(sim.num_cars)])
         self.history = [*self.history[-self.gap :], now] if self.gap else [now]
         frames = np.stack([now, self.history[0]], 1) if self.gap else now[:, None]
-        return self.policy.act(frames)  # type: ignore[attr-defined]
+        return self.policy.act(frames)
 
 
-def pixel_policy_driver(policy: object, size: int, gap: int, view: str = "top") -> Driver:
-    """A pixel policy (``act(frames (N, S, H, W, 3)) -> actions``) on ``size`` px frames of
-    ``view`` (:func:`~rlkit.envs.render.render_view`)."""
-    return _PixelDriver(policy, size, gap, view)
+def pixel_policy_driver(policy: object) -> Driver:
+    """A :class:`~rlkit.policy.PixelBCPolicy` (``act(frames (N, S, H, W, 3)) -> actions``)
+    on frames of its ``view`` (:func:`~rlkit.envs.render.render_view`), ``image_shape`` and
+    ``gap``."""
+    return _PixelDriver(policy)
 
 
 def model_driver(model: object) -> Driver:

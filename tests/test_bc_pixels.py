@@ -69,6 +69,7 @@ def test_bc_from_pixels_trains_evaluates_on_tracks_and_resumes(loader, camera_se
     assert bc_main(argv) == 0
     policy = load_policy(out / "bc_policy.pt")
     assert isinstance(policy, PixelBCPolicy) and policy.frames == 2
+    assert (policy.gap, policy.view) == (3, "top")  # what to feed it travels with it
     ev = json.loads((out / "eval.json").read_text())
     assert {"bc", "expert"} <= set(ev) and ev["episodes"] == 2
     assert not list(out.glob("policy_*.zip"))  # RL trains on states: no SB3 export
@@ -79,19 +80,22 @@ def test_bc_from_pixels_trains_evaluates_on_tracks_and_resumes(loader, camera_se
     assert len((out / "train_log.csv").read_text().splitlines()) == 1 + 4
     with pytest.raises(ValueError, match="pixel policy"):
         BCPolicy.load(out / "bc_policy.pt")
+    # another gap is another input: refused, not trained on silently
+    assert bc_main([*argv, "--epochs", "6", "--frame-gap", "5", "--resume"]) == 1
+    assert len((out / "train_log.csv").read_text().splitlines()) == 1 + 4
 
 
 def test_the_pixel_driver_sees_the_frame_and_the_one_gap_steps_earlier(camera_set):
     seen = []
 
-    class Recorder:
+    class Recorder(PixelBCPolicy):
         def act(self, frames):
             seen.append(frames.copy())
             return np.zeros((len(frames), 2))
 
+    driver = pixel_policy_driver(Recorder([SIZE, SIZE, 3], 2, gap=3))
     env = _env(camera_set)
-    run = rollout(pixel_policy_driver(Recorder(), SIZE, 3), env, 0, [0, 1], "test",
-                  render_size=SIZE)  # fmt: skip
+    run = rollout(driver, env, 0, [0, 1], "test", render_size=SIZE)
     assert seen[0].shape == (2, 2, SIZE, SIZE, 3)
     for t in (0, 2, 5):
         for k in (0, 1):

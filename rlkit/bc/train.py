@@ -68,9 +68,9 @@ class _Trainer:
         bounds = (data.act_low, data.act_high)
         self.policy: BCPolicy | PixelBCPolicy
         if data.pixels:  # the frame, and the one --frame-gap steps earlier
-            frames = 1 if data.prev is None else 2
+            gap = 0 if data.prev is None else cfg.frame_gap
             self.policy = PixelBCPolicy(
-                data.obs.shape[1:], frames, act_dim, cfg.hidden, *norm, *bounds
+                data.obs.shape[1:], act_dim, cfg.hidden, *norm, *bounds, gap=gap, view=data.view
             ).to(device)
         else:
             self.policy = BCPolicy(data.obs.shape[1], act_dim, cfg.hidden, *norm, *bounds)
@@ -161,8 +161,8 @@ class _Trainer:
         if blob.get("spec") != self.policy.spec():
             raise ValueError(
                 f"{path}: checkpoint is for a policy {blob.get('spec')}, this run builds "
-                f"{self.policy.spec()}; resume with the same --hidden and data, or use a new "
-                "--output"
+                f"{self.policy.spec()}; resume with the same --hidden, --frame-gap and data, or "
+                "use a new --output"
             )
         self.policy.load_state_dict(blob["policy"])
         self.opt.load_state_dict(blob["optimizer"])
@@ -382,7 +382,7 @@ def _train(
     )
     if cfg.eval_episodes and data.env_config is not None:
         bc = (
-            pixel_policy_driver(policy, data.obs.shape[1], cfg.frame_gap, data.view)
+            pixel_policy_driver(policy)
             if isinstance(policy, PixelBCPolicy)
             else policy_driver(policy)
         )
