@@ -140,6 +140,10 @@ def test_bc_from_the_ego_camera(tmp_path):
     root = tmp_path / "ego"
     flags = ["--episodes", "2", "--max-steps", "40", "--camera", str(SIZE), "--camera-view", "ego"]
     assert collect_main([*flags, "--workers", "1", "--output", str(root)]) == 0
+    two = tmp_path / "ego2"  # encoded in two workers: the same bytes
+    assert collect_main([*flags, "--workers", "2", "--chunk-size", "1", "--output", str(two)]) == 0
+    for f in (root / "videos").rglob("*.mp4"):
+        assert f.read_bytes() == (two / f.relative_to(root)).read_bytes()
     info = json.loads((root / "meta" / "info.json").read_text())
     assert info["features"]["observation.images.ego"]["shape"] == [SIZE, SIZE, 3]
     out = tmp_path / "bc"
