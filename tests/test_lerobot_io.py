@@ -530,3 +530,23 @@ def test_compute_stats_of_parts_equals_stats_of_the_concatenation() -> None:
     np.testing.assert_allclose(ref["mean"], whole.astype(np.float64).mean(axis=0), rtol=1e-12)
     with pytest.raises(ValueError, match="same trailing shape"):
         compute_stats([parts[0], parts[1][:, :2]])
+
+
+def test_abort_waits_for_a_writer_thread_its_pool_never_recorded(tmp_path: Path) -> None:
+    # Ctrl-C inside ThreadPoolExecutor.submit can interrupt Thread.start after the thread has
+    # begun: the pool does not know the thread, which may still write the last batch into
+    # the parquet writer that abort() closes (a SIGSEGV in a core dump of an interrupted
+    # collection). abort() waits for every thread named as its pool's.
+    import threading
+    import time
+
+    first = _batches(make_data(), [2])[0]
+    finished = []
+    with DatasetWriter(tmp_path / "out", fps=FPS, tasks=TASKS) as w:
+        w.add(first)
+        late = threading.Thread(
+            target=lambda: (time.sleep(0.3), finished.append(True)), name=f"{w._threads}_9"
+        )
+        late.start()
+        w.abort()
+        assert finished == [True] and not (tmp_path / "out").exists()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -141,7 +142,8 @@ class DatasetWriter:
         # per batch: column -> per-episode stats (or the job computing them)
         self._ep_stats: list[dict[str, Any]] = []
         self._write_job: Future[None] | None = None
-        self._pool = ThreadPoolExecutor(max_workers=max(2, available_cores()))
+        self._threads = f"rlkit-writer-{id(self):x}"  # the pool's thread names start so
+        self._pool = ThreadPoolExecutor(max(2, available_cores()), thread_name_prefix=self._threads)
         self.root.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(self.root)
         # Created by the first add(), not here: a caller holding no writer yet (Ctrl-C
@@ -317,6 +319,13 @@ class DatasetWriter:
         """Discard everything written so far (the final folder is never touched)."""
         self._open = False
         self._pool.shutdown(cancel_futures=True)  # waits for a batch being encoded
+        # A Ctrl-C inside submit() can leave a thread the pool started but never recorded
+        # (interrupted in Thread.start): it may still take the batch and write into the
+        # parquet writer, so closing it now crashed the process (SIGSEGV in WriteArrow,
+        # seen in a core dump). Wait for every thread of this pool, recorded or not.
+        for t in threading.enumerate():
+            if t.name.startswith(self._threads) and t is not threading.current_thread():
+                t.join()
         if self._data is not None:
             with contextlib.suppress(Exception):
                 self._data.close()
