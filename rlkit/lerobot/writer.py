@@ -19,6 +19,7 @@ is written into a hidden sibling folder and moved into place with ``os.replace``
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import shutil
 import threading
@@ -58,6 +59,9 @@ from rlkit.lerobot.video import VideoFileWriter, video_feature
 from rlkit.utils import available_cores
 
 logger = logging.getLogger(__name__)
+#: Numbers the writers of this process, so their pools' thread names never repeat (an id()
+#: is reused after a writer is freed, and its pool's idle threads may outlive it)
+_WRITERS = itertools.count()
 
 
 def _to_arrow(arr: np.ndarray) -> pa.Array:
@@ -142,7 +146,7 @@ class DatasetWriter:
         # per batch: column -> per-episode stats (or the job computing them)
         self._ep_stats: list[dict[str, Any]] = []
         self._write_job: Future[None] | None = None
-        self._threads = f"rlkit-writer-{id(self):x}"  # the pool's thread names start so
+        self._threads = f"rlkit-writer-{next(_WRITERS)}"  # its pool's threads: "<this>_<n>"
         self._pool = ThreadPoolExecutor(max(2, available_cores()), thread_name_prefix=self._threads)
         self.root.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(self.root)
@@ -324,7 +328,7 @@ class DatasetWriter:
         # parquet writer, so closing it now crashed the process (SIGSEGV in WriteArrow,
         # seen in a core dump). Wait for every thread of this pool, recorded or not.
         for t in threading.enumerate():
-            if t.name.startswith(self._threads) and t is not threading.current_thread():
+            if t.name.startswith(self._threads + "_") and t is not threading.current_thread():
                 t.join()
         if self._data is not None:
             with contextlib.suppress(Exception):
