@@ -163,6 +163,8 @@ def load_bc_data(cfg: BCConfig, progress: bool = False) -> BCData:
     Raises:
         FileNotFoundError: the dataset folder does not exist.
         LeRobotFormatError: missing keys, wrong shapes, empty data, action size not the env's.
+        ValueError: ``--dagger-rounds`` with a video observation (the expert labels states).
+        MemoryError: the decoded frames would not fit in the free memory.
     """
     root = Path(cfg.data)
     if root.exists() and not root.is_dir():
@@ -226,6 +228,11 @@ def load_bc_data(cfg: BCConfig, progress: bool = False) -> BCData:
 def _load_pixels(cfg: BCConfig, ds: DatasetReader, progress: bool) -> BCData:
     """:func:`load_bc_data` for a video observation (rlkit racing data: evaluated on tracks)."""
     root = ds.root
+    if cfg.dagger_rounds:  # before decoding anything
+        raise ValueError(
+            f"--dagger-rounds labels states, not camera frames: use it with a state --obs-key "
+            f"(not the video {cfg.obs_key!r})"
+        )
     cols = ds.load_columns(list(dict.fromkeys([cfg.action_key, "episode_index"])))
     act = _as_2d(cols[cfg.action_key], cfg.action_key, root)
     episode = cols["episode_index"].astype(np.int64)

@@ -19,7 +19,7 @@ from rlkit.bc.config import BCConfig
 from rlkit.bc.data import Batches, BCData, load_bc_data, resolve_loader, split_episodes
 from rlkit.envs.expert import Expert
 from rlkit.envs.racing import make_observation_space
-from rlkit.lerobot import DatasetReader, LeRobotFormatError, write_dataset
+from rlkit.lerobot import write_dataset
 from rlkit.policy import BCPolicy, PixelBCPolicy, export_sb3
 from rlkit.progress import progress as make_progress
 from rlkit.report import eval_payload, format_eval_table
@@ -281,14 +281,6 @@ def _write_dagger_dataset(trainer: _Trainer, out: Path) -> None:
     )
 
 
-def _is_video(cfg: BCConfig) -> bool:
-    """``--obs-key`` names a video feature of ``--data`` (read from its info.json only)."""
-    try:
-        return DatasetReader(cfg.data).features.get(cfg.obs_key, {}).get("dtype") == "video"
-    except (OSError, LeRobotFormatError):
-        return False  # load_bc_data reports it
-
-
 def _has_checkpoint(out: Path) -> bool:
     return (out / "checkpoint.pt").is_file()
 
@@ -298,11 +290,6 @@ LOG_HEADER = ["epoch", "phase", "train_loss", "val_loss", "seconds"]
 
 def train_bc(cfg: BCConfig, *, argv: list[str] | None = None, progress: bool = True) -> BCResult:
     """Train, DAgger, evaluate and export; see the module docstring for the outputs."""
-    if cfg.dagger_rounds and _is_video(cfg):
-        raise ValueError(
-            f"--dagger-rounds labels states, not camera frames: use it with a state --obs-key "
-            f"(not the video {cfg.obs_key!r})"
-        )
     data = load_bc_data(cfg, progress)  # validates the input before anything is written
     if cfg.dagger_rounds and data.env_config is None:
         raise ValueError(

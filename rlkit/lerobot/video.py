@@ -3,7 +3,7 @@ into the dataset's video files without re-encoding them, decode an episode's fra
 
 Each episode is encoded on its own (PyAV; AV1 with libsvtav1 as LeRobot does by default, or
 H.264 with libx264), with a keyframe at its first frame; the dataset writer then appends the
-episodes' packets, in episode order, to ``videos/{key}/chunk-XXX/file-YYY.mp4`` (a new file
+episodes' packets, in episode order, to ``videos/{key}/chunk-{c:03d}/file-{f:03d}.mp4`` (a new file
 once the current one passes ``video_files_size_in_mb``), shifting their timestamps so that
 episode ``e`` spans ``[from_timestamp, to_timestamp)`` of its file. The encoders are
 deterministic (libsvtav1's output does not depend on its thread count, libx264 runs on one
