@@ -40,7 +40,7 @@ from rlkit.rollout import ACTION_KEY, CAMERA_KEYS, OBS_KEY, expert_driver, rollo
 from rlkit.rundir import check_replaceable, clean_stale_temps, say
 from rlkit.shm_pool import WorkerDied, map_unordered
 from rlkit.tools import TOOLS
-from rlkit.utils import RESULT_FILE, default_workers, write_json_atomic
+from rlkit.utils import RESULT_FILE, WORKER_RULES, default_workers, write_json_atomic
 
 __all__ = ["CollectConfig", "CollectError", "CollectResult", "collect"]
 
@@ -70,7 +70,9 @@ class CollectConfig:
     episodes: int = field(default=100, metadata={"help": "number of demonstration episodes"})
     workers: int | None = field(
         default=None,
-        metadata={"help": "worker processes (default: cores - 1, min 1, cap 12; 1 = in-process)"},
+        metadata={
+            "help": f"worker processes (default: {WORKER_RULES['collect'][0]}; 1 = in-process)"
+        },
     )
     seed: int = field(
         default=0, metadata={"help": "run seed; episode k uses a seed derived from (seed, k)"}

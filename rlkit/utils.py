@@ -9,13 +9,14 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "WORKER_RULES",
     "atomic_path",
     "available_cores",
     "default_workers",
@@ -62,20 +63,21 @@ def idle_cores() -> int:
     return max(1, min(cores, cores - round(load)))
 
 
-def default_workers(kind: str, cores: int | None = None) -> int:
-    """Worker counts used when a flag is left unset (the seeds' table).
+#: The seeds' worker counts when a flag is left unset: kind -> (the rule as shown in help
+#: texts and summaries, the rule on the core count). The one home of these formulas.
+WORKER_RULES: dict[str, tuple[str, Callable[[int], int]]] = {
+    "collect": ("cores - 1, min 1, cap 12", lambda n: min(12, max(1, n - 1))),
+    "bc": ("cores / 2, min 1, cap 8", lambda n: min(8, max(1, n // 2))),
+    "rl": ("cores - 1, min 2, cap 8", lambda n: min(8, max(2, n - 1))),
+}
 
-    ``collect``: cores - 1, min 1, cap 12. ``bc``: cores / 2, min 1, cap 8.
-    ``rl``: cores - 1, min 2, cap 8.
-    """
-    n = available_cores() if cores is None else cores
-    if kind == "collect":
-        return min(12, max(1, n - 1))
-    if kind == "bc":
-        return min(8, max(1, n // 2))
-    if kind == "rl":
-        return min(8, max(2, n - 1))
-    raise ValueError(f"kind must be 'collect', 'bc' or 'rl', got {kind!r}")
+
+def default_workers(kind: str, cores: int | None = None) -> int:
+    """The worker count of :data:`WORKER_RULES` ``kind`` on ``cores`` (default: the cores
+    this process may use)."""
+    if kind not in WORKER_RULES:
+        raise ValueError(f"kind must be one of {sorted(WORKER_RULES)}, got {kind!r}")
+    return WORKER_RULES[kind][1](available_cores() if cores is None else cores)
 
 
 def episode_seed(seed: int, index: int, stream: str = "demo") -> int:

@@ -321,6 +321,22 @@ def test_a_typo_in_a_late_stage_stops_the_run_before_any_stage(tmp_path, capsys)
         assert not run.exists()
 
 
+def test_the_pipelines_config_flag_reaches_every_stage_and_is_given_once(tmp_path, capsys):
+    cfg = tmp_path / "mine.yml"
+    cfg.write_text("bc:\n  epochz: 3\n")
+    run = tmp_path / "run"
+    assert main(["--config", str(cfg), "--output", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "stage 'bc' (train_bc.py) settings:" in err and "epochz" in err, err
+    assert str(cfg) in err and not run.exists()
+
+    assert main(["--config", str(cfg), "--output", str(run), "--", "--config", str(cfg)]) == 2
+    assert "--config is given twice (before and after --)" in capsys.readouterr().err
+    assert main(["--resume", str(run), "--config", str(cfg)]) == 2
+    assert "pass only --resume RUN_DIR" in capsys.readouterr().err
+    assert not run.exists()
+
+
 def test_resume_checks_the_remaining_stages_before_running_any(tmp_path):
     bad = tmp_path / "bad.yml"
     bad.write_text("rl:\n  algo: sacc\n")
@@ -345,12 +361,12 @@ def test_resume_checks_the_remaining_stages_before_running_any(tmp_path):
 @pytest.mark.parametrize(
     ("args", "env", "named"),
     [
-        (["--cores", "-4"], {}, "--cores must be between 1 and 4096, got -4"),
-        (["--cores", "100000"], {}, "--cores must be between 1 and 4096, got 100000"),
+        (["--cores", "-4"], {}, "--cores: cores must be between 1 and 4096, got -4"),
+        (["--cores", "100000"], {}, "--cores: cores must be between 1 and 4096, got 100000"),
         ([], {"RLKIT_CORES": "0"}, "RLKIT_CORES must be between 1 and 4096, got 0"),
         ([], {"RLKIT_CORES": "four"}, "RLKIT_CORES must be an integer, got 'four'"),
-        (["--rl-envs", "0"], {}, "--rl-envs must be between 1 and 4096, got 0"),
-        (["--collect-workers", "-1"], {}, "--collect-workers must be between 1 and 4096"),
+        (["--rl-envs", "0"], {}, "--rl-envs: rl_envs must be between 1 and 4096, got 0"),
+        (["--collect-workers", "-1"], {}, "--collect-workers: collect_workers must be between 1"),
         ([], {"RLKIT_BC_WORKERS": "0"}, "RLKIT_BC_WORKERS must be between 1 and 4096, got 0"),
         ([], {"RLKIT_RL_ENVS": "9999"}, "RLKIT_RL_ENVS must be between 1 and 4096, got 9999"),
     ],

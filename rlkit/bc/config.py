@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rlkit.rollout import ACTION_KEY, OBS_KEY
-from rlkit.utils import default_workers
+from rlkit.utils import WORKER_RULES, default_workers
 
 __all__ = ["BCConfig"]
 
@@ -44,7 +44,7 @@ class BCConfig:
     )
     workers: int | None = field(
         default=None,
-        metadata={"help": "DataLoader num_workers (default: cores / 2, min 1, cap 8)"},
+        metadata={"help": f"DataLoader num_workers (default: {WORKER_RULES['bc'][0]})"},
     )
     loader: Literal["auto", "dataloader", "memory"] = field(
         default="auto",

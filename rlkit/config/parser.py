@@ -41,6 +41,10 @@ class _HelpFormatter(argparse.HelpFormatter):
         return ", ".join(action.option_strings) + " " + self._format_args(action, metavar)
 
 
+class _PreformattedHelpFormatter(_HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """:class:`_HelpFormatter` that prints the description and epilog as written."""
+
+
 class _BoolAction(argparse.Action):
     """``--x`` sets True, every ``--no-x``/``--no_x`` spelling sets False."""
 
@@ -111,6 +115,8 @@ _CHECKED: dict[Any, Callable[[str], Any]] = {float: _finite_float, int: _int64}
 def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field[Any], tp: Any) -> None:
     inner, optional = _split_optional(tp)
     kwargs: dict[str, Any] = {"default": _UNSET, "help": _help_text(f)}
+    if "metavar" in f.metadata:
+        kwargs["metavar"] = f.metadata["metavar"]
     positional = bool(f.metadata.get("positional", False))
     if inner is bool:
         if positional:
@@ -142,7 +148,12 @@ def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field[Any], tp: A
 
 
 def build_parser(
-    cls: type, *, prog: str | None = None, description: str | None = None
+    cls: type,
+    *,
+    prog: str | None = None,
+    description: str | None = None,
+    epilog: str | None = None,
+    config_flag: bool = True,
 ) -> argparse.ArgumentParser:
     """Build an argparse parser with one flag per field of dataclass ``cls`` plus ``--config``.
 
@@ -153,27 +164,35 @@ def build_parser(
         cls: The options dataclass.
         prog: Program name shown in usage and errors.
         description: Text shown at the top of ``--help``.
+        epilog: Text shown at the end of ``--help``; with an epilog, both texts are printed
+            as written (line breaks kept) instead of re-wrapped.
+        config_flag: Add ``--config`` (a tool with a config.yml section); without it, a
+            field may itself be named ``config``.
 
     Returns:
         The parser.
 
     Raises:
-        TypeError: If a field has an unsupported type or is named ``config``.
+        TypeError: If a field has an unsupported type or is named ``config`` while
+            ``config_flag`` adds that flag.
     """
+    formatter = _PreformattedHelpFormatter if epilog else _HelpFormatter
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
-        formatter_class=functools.partial(_HelpFormatter, max_help_position=40),
+        epilog=epilog,
+        formatter_class=functools.partial(formatter, max_help_position=40),
     )
     hints = _field_types(cls)
     for f in _init_fields(cls):
-        if f.name == "config":
+        if f.name == "config" and config_flag:
             raise TypeError(f"{cls.__name__}: field name 'config' is reserved for --config")
         _add_field(parser, f, hints[f.name])
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        default=_UNSET,
-        help=f"YAML file with one section per tool (default: ./{DEFAULT_CONFIG} if it exists)",
-    )
+    if config_flag:
+        parser.add_argument(
+            "--config",
+            metavar="PATH",
+            default=_UNSET,
+            help=f"YAML file with one section per tool (default: ./{DEFAULT_CONFIG} if it exists)",
+        )
     return parser

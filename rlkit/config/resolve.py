@@ -28,20 +28,23 @@ logger = logging.getLogger("rlkit.config")
 
 def parse_config(
     cls: type[T],
-    section: str,
+    section: str | None,
     argv: list[str] | None = None,
     *,
     prog: str | None = None,
     description: str | None = None,
+    epilog: str | None = None,
 ) -> T:
     """Resolve a tool's options: CLI flags > config.yml section > dataclass defaults.
 
     Args:
         cls: The options dataclass.
-        section: Its config.yml section, e.g. ``"collect"``.
+        section: Its config.yml section, e.g. ``"collect"``; ``None`` for a command without
+            one (the pipeline): no ``--config`` flag, no file read, CLI flags > defaults.
         argv: Command-line arguments without the program name (default: ``sys.argv[1:]``).
         prog: Program name for usage and errors.
         description: Text shown at the top of ``--help``.
+        epilog: Text shown at the end of ``--help`` (see :func:`build_parser`).
 
     Returns:
         The constructed dataclass.
@@ -52,12 +55,16 @@ def parse_config(
             where each offending value came from: ``FILE: section.key`` or the flag).
         SystemExit: From argparse, for bad flags (code 2) or ``--help`` (code 0).
     """
-    parser = build_parser(cls, prog=prog, description=description)
+    parser = build_parser(
+        cls, prog=prog, description=description, epilog=epilog, config_flag=section is not None
+    )
     args = sys.argv[1:] if argv is None else list(argv)
     given = {k: v for k, v in vars(parser.parse_args(args)).items() if v is not _UNSET}
 
     config_path: Path | None = None
-    if "config" in given:
+    if section is None:
+        pass  # no config file layer
+    elif "config" in given:
         config_path = Path(given.pop("config"))
         if not config_path.is_file():
             raise ConfigError(f"config file {str(config_path)!r} does not exist")
@@ -65,7 +72,7 @@ def parse_config(
         config_path = Path(DEFAULT_CONFIG)
     from_yaml: dict[str, Any] = {}
     origins: dict[str, str] = {}
-    if config_path is not None:
+    if config_path is not None and section is not None:
         from_yaml, keys = _read_yaml_layer(config_path, section, cls)
         origins = {name: f"{config_path}: {key}" for name, key in keys.items()}
         logger.info("using %s (section '%s')", config_path, section)
@@ -137,20 +144,22 @@ def _culprits(cls: type, values: dict[str, Any], error: Exception) -> list[str]:
 
 def cli_main(
     cls: type[T],
-    section: str,
+    section: str | None,
     argv: list[str] | None = None,
     *,
     prog: str | None = None,
     description: str | None = None,
+    epilog: str | None = None,
 ) -> T:
     """:func:`parse_config` for a tool's ``main``: config errors print and exit with code 2.
 
     Args:
         cls: The options dataclass.
-        section: Its config.yml section.
+        section: Its config.yml section (``None``: none, see :func:`parse_config`).
         argv: Command-line arguments without the program name (default: ``sys.argv[1:]``).
         prog: Program name for usage and errors (default: basename of ``sys.argv[0]``).
         description: Text shown at the top of ``--help``.
+        epilog: Text shown at the end of ``--help``.
 
     Returns:
         The constructed dataclass.
@@ -159,7 +168,7 @@ def cli_main(
         SystemExit: Code 2 on any configuration error (argparse's own errors included).
     """
     try:
-        return parse_config(cls, section, argv, prog=prog, description=description)
+        return parse_config(cls, section, argv, prog=prog, description=description, epilog=epilog)
     except ConfigError as e:
         name = prog or os.path.basename(sys.argv[0])
         print(f"{name}: error: {e}", file=sys.stderr)

@@ -32,13 +32,13 @@ Nothing lost, nothing silent:
 
 Modules: :mod:`~rlkit.pipeline.stages` (the stages, ``--`` routing, worker counts, the plan
 and the settings check), :mod:`~rlkit.pipeline.process` (a stage's process: logging, signals,
-dying with the pipeline), :mod:`~rlkit.pipeline.summary` (``summary.json``, ``summary.md``);
-this module runs the stages in order and holds the command line.
+dying with the pipeline), :mod:`~rlkit.pipeline.summary` (``summary.json``, ``summary.md``),
+:mod:`~rlkit.pipeline.options` (the command line, a dataclass like every tool's options);
+this module runs the stages in order.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
@@ -47,13 +47,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlkit.cluster import EXECUTORS, check_executor
-from rlkit.pipeline.process import run_logged
-from rlkit.pipeline.stages import (
-    CHAIN_FLAGS,
+from rlkit.cluster import check_executor
+from rlkit.config import ConfigError, parse_config
+from rlkit.pipeline.options import (
+    DESCRIPTION,
+    EPILOG,
     MAX_CORES,
     MAX_SEEDS,
     MAX_WORKERS,
+    PipelineOptions,
+)
+from rlkit.pipeline.process import run_logged
+from rlkit.pipeline.stages import (
+    CHAIN_FLAGS,
     PROG,
     STAGES,
     STATE_FILE,
@@ -82,9 +88,9 @@ __all__ = [
     "STAGES",
     "STATE_FILE",
     "PipelineError",
+    "PipelineOptions",
     "Plan",
     "Stage",
-    "build_arg_parser",
     "build_summary",
     "check_stages",
     "derive_workers",
@@ -163,66 +169,17 @@ def run_pipeline(plan: Plan, resume: bool) -> dict[str, Any]:
 # Command line
 # --------------------------------------------------------------------------------------------
 
-DESCRIPTION = """\
-Run the whole rlkit pipeline -- collect_demonstrations.py -> train_bc.py -> train_rl.py
-(-> train_world_model.py) -- in one run folder, with worker counts derived from the cores,
-and print the measured wall time, throughput and result of every stage."""
 
-EPILOG = """\
-worker counts: flag > environment variable (RLKIT_COLLECT_WORKERS, RLKIT_BC_WORKERS,
-RLKIT_RL_ENVS) > the seeds' formulas on the core count (RLKIT_CORES or nproc).
-settings: config.yml, as for every tool; flags after -- go to every stage that has them,
-e.g.  ./train_optimized.sh -- --seed 3 --epochs 20 --algo sac
-presets: default = config.yml sizes (the seeds' 100 episodes, 50 epochs, 500k timesteps);
---quick = 20 episodes, 10 epochs, 60k timesteps (35 s measured on 2 cores; see README.md).
-run folder: locked while a pipeline writes it; stages die with the pipeline; Ctrl-C stops the
-running stage (it saves what it can), then --resume RUN_DIR continues."""
-
-
-def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--quick", action="store_true", help="small sizes: ~35 s on 2 cores")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
-    p.add_argument("--output", metavar="RUN_DIR", help="run folder (default: runs/<timestamp>)")
-    p.add_argument("--with-world-model", action="store_true", help="also run train_world_model.py")
-    p.add_argument(
-        "--cores", type=int, help=f"core count, 1 to {MAX_CORES} (default: RLKIT_CORES, else nproc)"
-    )
-    p.add_argument("--collect-workers", type=int, help=f"collection processes (1 to {MAX_WORKERS})")
-    p.add_argument("--bc-workers", type=int, help=f"BC DataLoader workers (1 to {MAX_WORKERS})")
-    p.add_argument("--rl-envs", type=int, help=f"RL subprocess envs (1 to {MAX_WORKERS})")
-    p.add_argument(
-        "--seeds",
-        type=int,
-        metavar="N",
-        help="train the RL stage with N seeds (0 .. N-1) from the same BC policy, in parallel "
-        "processes, and report their mean, IQM and 95%% bootstrap CI",
-    )
-    p.add_argument(
-        "--executor",
-        choices=EXECUTORS,
-        default="local",
-        help="ray: collect and train the --seeds as Ray tasks on the cluster at RAY_ADDRESS "
-        "(else a Ray instance on this machine); needs pip install 'rlkit[ray]'",
-    )
-    return p
-
-
-def _plan_from_args(args: argparse.Namespace, passthrough: list[str]) -> Plan:
+def _plan_from_args(opts: PipelineOptions, passthrough: list[str]) -> Plan:
     """A new run's plan from the command line (nothing is written yet)."""
-    cores = resolve_cores(args.cores, dict(os.environ))
+    cores = resolve_cores(opts.cores, dict(os.environ))
     workers, sources = derive_workers(
         cores,
-        {"collect": args.collect_workers, "bc": args.bc_workers, "rl": args.rl_envs},
+        {"collect": opts.collect_workers, "bc": opts.bc_workers, "rl": opts.rl_envs},
         dict(os.environ),
     )
-    if args.output:
-        run_dir = Path(args.output)
+    if opts.output:
+        run_dir = Path(opts.output)
     else:
         run_dir = Path("runs").resolve() / time.strftime("%Y%m%d-%H%M%S")
     if (run_dir / STATE_FILE).exists():
@@ -230,51 +187,53 @@ def _plan_from_args(args: argparse.Namespace, passthrough: list[str]) -> Plan:
             f"{run_dir} already holds a run; --resume {run_dir} continues it, "
             "or choose another --output"
         )
-    if args.seeds is not None and not 1 <= args.seeds <= MAX_SEEDS:
-        raise PipelineError(f"--seeds must be between 1 and {MAX_SEEDS}, got {args.seeds}")
-    if args.seeds is not None and any(a.split("=")[0] == "--seeds" for a in passthrough):
-        raise PipelineError("--seeds N is given twice (before and after --); pass it once")
-    plan = Plan(run_dir, cores, workers, sources, args.quick, args.with_world_model, passthrough)
+    given_after = {a.split("=")[0] for a in passthrough}
+    for flag, value in (("--seeds", opts.seeds), ("--config", opts.config)):
+        if value is not None and flag in given_after:
+            raise PipelineError(f"{flag} is given twice (before and after --); pass it once")
+    if opts.config is not None:  # every stage reads its section of it, also on --resume
+        passthrough = ["--config", str(Path(opts.config).resolve()), *passthrough]
+    plan = Plan(run_dir, cores, workers, sources, opts.quick, opts.with_world_model, passthrough)
     try:
-        check_executor(args.executor)
+        check_executor(opts.executor)
     except ValueError as e:
         raise PipelineError(str(e)) from None
-    plan.seeds, plan.executor = args.seeds, args.executor
+    plan.seeds, plan.executor = opts.seeds, opts.executor
     return plan
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run or resume the pipeline; exit 0 when every stage finished, 1 when one failed, 2 for
+    bad settings, 128 + N when stopped by signal N."""
     args_in = sys.argv[1:] if argv is None else list(argv)
     if "--" in args_in:
         cut = args_in.index("--")
         own, passthrough = args_in[:cut], args_in[cut + 1 :]
     else:
         own, passthrough = args_in, []
-    args = build_arg_parser().parse_args(own)
+    try:
+        opts = parse_config(
+            PipelineOptions, None, own, prog=PROG, description=DESCRIPTION, epilog=EPILOG
+        )
+    except ConfigError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
     lock: RunLock | None = None
     plan: Plan | None = None
     try:
-        if args.resume:
-            counts = (args.collect_workers, args.bc_workers, args.rl_envs, args.seeds)
-            flags = (
-                args.quick,
-                args.output,
-                args.with_world_model,
-                passthrough,
-                args.executor != "local",
-            )
-            if any(flags) or any(n is not None for n in counts):
+        if opts.resume is not None:
+            if passthrough:
                 raise PipelineError(
-                    "--resume repeats the run's own settings (saved in pipeline.json); "
-                    "pass only --resume RUN_DIR"
+                    "--resume repeats the run's own settings (saved in pipeline.json), also "
+                    "the flags after --; pass only --resume RUN_DIR"
                 )
-            resolve_cores(args.cores, dict(os.environ))  # a bad RLKIT_CORES is an error anyway
-            run_dir = Path(args.resume)
+            resolve_cores(opts.cores, dict(os.environ))  # a bad RLKIT_CORES is an error anyway
+            run_dir = Path(opts.resume)
             if (run_dir / STATE_FILE).is_file():
                 lock = open_run(run_dir)  # before reading: another process may be writing it
             plan = Plan.load(run_dir)
         else:
-            plan = _plan_from_args(args, passthrough)
+            plan = _plan_from_args(opts, passthrough)
         # every stage's settings, before the first stage starts (also on --resume)
         check_stages(plan, route_passthrough(plan.passthrough, plan.stage_list))
         if lock is None:
@@ -287,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in parallelism(plan, route_passthrough(plan.passthrough, plan.stage_list)):
             print(f"  {line}")
         print(f"run folder: {plan.run_dir}", flush=True)
-        run_pipeline(plan, resume=bool(args.resume))
+        run_pipeline(plan, resume=opts.resume is not None)
     except PipelineError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return e.code

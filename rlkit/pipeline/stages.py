@@ -12,17 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from rlkit.config import ConfigError, build_parser, parse_config
+from rlkit.pipeline.options import MAX_CORES, MAX_WORKERS, WORKER_VARS
 from rlkit.rundir import RunInUseError, RunLock
 from rlkit.tools import TOOLS
-from rlkit.utils import available_cores, default_workers, write_json_atomic
+from rlkit.utils import WORKER_RULES, available_cores, default_workers, write_json_atomic
 
 STATE_FILE = "pipeline.json"
 PROG = "train_optimized.sh"
-
-#: Bounds of --cores / RLKIT_CORES and of every worker count: catch typos (-4, 0, 40000).
-MAX_CORES = 4096
-MAX_WORKERS = 4096
-MAX_SEEDS = 1000
 
 
 @dataclass(frozen=True)
@@ -154,12 +150,6 @@ class Plan:
 # Worker counts
 # --------------------------------------------------------------------------------------------
 
-_WORKER_KEYS = {  # key -> (default_workers kind, env variable, flag, formula shown to the user)
-    "collect": ("collect", "RLKIT_COLLECT_WORKERS", "--collect-workers", "cores - 1, min 1, cap 12"),  # noqa: E501
-    "bc": ("bc", "RLKIT_BC_WORKERS", "--bc-workers", "cores / 2, min 1, cap 8"),
-    "rl": ("rl", "RLKIT_RL_ENVS", "--rl-envs", "cores - 1, min 2, cap 8"),
-}  # fmt: skip
-
 
 def _count(text: str, name: str, high: int) -> int:
     """``text`` as an integer in [1, high]; ``name`` (a flag or variable) names it in errors."""
@@ -174,8 +164,8 @@ def _count(text: str, name: str, high: int) -> int:
 
 def resolve_cores(flag: int | None, env: dict[str, str]) -> int:
     """The core count: ``--cores`` > ``RLKIT_CORES`` > the cores this process may use."""
-    if flag is not None:
-        return _count(str(flag), "--cores", MAX_CORES)
+    if flag is not None:  # checked by PipelineOptions
+        return flag
     if env.get("RLKIT_CORES", "").strip():
         return _count(env["RLKIT_CORES"].strip(), "RLKIT_CORES", MAX_CORES)
     return available_cores()
@@ -187,17 +177,16 @@ def derive_workers(
     """Worker counts: flag > environment variable > the seeds' formula on ``cores``.
 
     Raises:
-        PipelineError: a count that is not an integer in [1, MAX_WORKERS], naming its flag
-            or variable.
+        PipelineError: a variable that is not an integer in [1, MAX_WORKERS], naming it.
     """
     counts, sources = {}, {}
-    for key, (kind, var, flag, formula) in _WORKER_KEYS.items():
-        if flags.get(key) is not None:
-            counts[key], sources[key] = _count(str(flags[key]), flag, MAX_WORKERS), "flag"
+    for key, var in WORKER_VARS.items():
+        if flags.get(key) is not None:  # checked by PipelineOptions
+            counts[key], sources[key] = flags[key], "flag"
         elif env.get(var, "").strip():
             counts[key], sources[key] = _count(env[var].strip(), var, MAX_WORKERS), var
         else:
-            counts[key], sources[key] = default_workers(kind, cores), formula
+            counts[key], sources[key] = default_workers(key, cores), WORKER_RULES[key][0]
     return counts, sources
 
 
@@ -226,7 +215,7 @@ def stage_argv(plan: Plan, stage: Stage, routed: list[str], resume: bool) -> lis
     elif stage.name == "rl":
         args = ["--init-from", str(run / "bc"), "--output", out, "--video", str(run / "lap.gif")]
         args += ["--demos", str(run / "demos")]  # SAC/TD3: replay buffer and BC loss
-        if plan.worker_sources["rl"] != _WORKER_KEYS["rl"][3] or _rl_vec(routed) != "batched":
+        if plan.worker_sources["rl"] != WORKER_RULES["rl"][0] or _rl_vec(routed) != "batched":
             # subprocess envs follow the seeds' formula; the batched env's car count is its own
             args += ["--envs", str(plan.workers["rl"])]
         if plan.seeds:

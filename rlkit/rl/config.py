@@ -11,7 +11,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from rlkit.cluster import check_executor
 from rlkit.rollout import ACTION_KEY, OBS_KEY
-from rlkit.utils import check_ranges, default_workers
+from rlkit.utils import WORKER_RULES, check_ranges, default_workers
 
 ALGOS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO, "td3": TD3}
 #: PPO's default discount: at 0.99 (a ~5 s horizon) leaving the track costs the policy
@@ -36,7 +36,8 @@ class RLConfig:
     envs: int | None = field(
         default=None,
         metadata={
-            "help": "parallel envs (default: batched 16 cars; subproc/dummy: cores-1, min 2, cap 8)"
+            "help": "parallel envs (default: batched 16 cars; subproc/dummy: "
+            f"{WORKER_RULES['rl'][0]})"
         },
     )
     timesteps: int = field(default=500_000, metadata={"help": "environment steps to train"})
