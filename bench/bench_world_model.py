@@ -21,8 +21,14 @@ Measures, in one run (every ratio from figures taken in this run):
 
 7. ``--learning-run RUN``: only the learning figures of a finished ``train_world_model.py``
    run: its newest checkpoint's planner vs the random policy vs the same planner on the true
-   Pendulum dynamics (the "perfect model"), same seeds, and the run's reconstruction-loss
+   Pendulum dynamics (the "perfect model"), same episodes, and the run's reconstruction-loss
    curve (``bench_world_model_learning.json`` beside the other results).
+9. ``--ablation``: model and loss variants on fixed data, scored by open-loop prediction
+   (``world_model_ablation.py``; ``bench_world_model_ablation.json``).
+8. ``--seeds S [S ...]``: only the learning bench across seeds: each seed a budgeted run
+   (``--minutes``, ``--parallel``), each evaluated on the same ``--eval-episodes``; mean, IQM,
+   95 % bootstrap CI and the worst seed against the baselines (``world_model_seeds.py``;
+   ``bench_world_model_seeds_<env>.json``).
 
 Usage::
 
@@ -30,6 +36,8 @@ Usage::
     PYTHONPATH=. python bench/bench_world_model.py --write-results  # -> bench/results/ (tracked)
     PYTHONPATH=. python bench/bench_world_model.py --quick    # smoke run, seconds
     PYTHONPATH=. python bench/bench_world_model.py --learning-run runs/world_model
+    python bench/bench_world_model.py --seeds 0 1 2 --write-results       # pendulum, 30 min each
+    python bench/bench_world_model.py --seeds 0 1 2 --env racing --write-results   # 60 min each
 """
 
 from __future__ import annotations
@@ -73,8 +81,12 @@ from rlkit.planet.model import PRESETS, WorldModel
 from rlkit.planet.planner import PlannerConfig
 from rlkit.planet.storage import EpisodeStorage, load_episode
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helper modules beside this file
+from world_model_ablation import ablation_run, print_ablation  # noqa: E402
+from world_model_learning import baselines, evaluate_run, learning_curve, run_config  # noqa: E402
+from world_model_seeds import print_seeds, seeds_run  # noqa: E402
+
 NAME = "bench_world_model"
-TARGET_LEARNING_GAIN = 300.0  # planner + learned model over the random policy, mean return
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -330,97 +342,11 @@ def bench_model(root: Path, steps: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- 7. learning
-def _pendulum_truth(action_repeat: int):
-    """Gymnasium's Pendulum-v1 dynamics, batched in torch: the 'perfect model'.
-
-    State (N, 3): angle, angular velocity, reward of the last (repeated) action."""
-
-    def transition(state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        th, thdot = state[:, 0], state[:, 1]
-        u = 2.0 * action[:, 0].clamp(-1, 1)
-        total = torch.zeros_like(th)
-        for _ in range(action_repeat):
-            norm = (th + np.pi) % (2 * np.pi) - np.pi
-            total -= norm**2 + 0.1 * thdot**2 + 0.001 * u**2
-            thdot = (thdot + (3 * 10.0 / 2 * torch.sin(th) + 3.0 * u) * 0.05).clamp(-8, 8)
-            th = th + thdot * 0.05
-        return torch.stack([th, thdot, total], dim=1)
-
-    return transition, lambda state: state[:, 2]
-
-
-def bench_learning(run: Path, episodes: int, checkpoint: str | None = None) -> dict[str, Any]:
-    """Planner + learned model (``checkpoint``, default the newest of ``run``) vs the random
-    policy vs the same planner on the true dynamics, on the same ``episodes`` evaluation
-    seeds; and the run's reconstruction-loss curve from its metrics.csv. The checkpoint's
-    age is its file time minus the run's ``config.resolved.yml`` (written at the start)."""
-    import csv
-
-    import yaml
-
-    from rlkit.planet.episodes import planning_threads
-    from rlkit.planet.planner import CEMPlanner
-    from rlkit.planet.train import WorldModelConfig, load_newest_checkpoint
-    from rlkit.utils import episode_seed
-
-    cfg = WorldModelConfig(
-        **yaml.safe_load((run / "config.resolved.yml").read_text())["world_model"]
-    )
-    cpu = torch.device("cpu")
-    env = make_pixel_env(cfg.env, cfg.action_repeat, cfg.max_episode_steps)
-    if checkpoint is None:
-        found = load_newest_checkpoint(run, cpu)
-        if found is None:
-            raise SystemExit(f"{run}: no checkpoint")
-        path, blob = found
-    else:
-        path = run / "checkpoints" / checkpoint
-        if not path.is_file():
-            raise SystemExit(f"{path}: no such checkpoint")
-        blob = torch.load(path, map_location=cpu, weights_only=False)
-    model = WorldModel(env.action_dim, cfg.sizes(cpu))
-    model.load_state_dict(blob["model"])
-    model.eval()
-    seeds = [episode_seed(cfg.seed, 1000 + j, "test") for j in range(episodes)]
-    started = (run / "config.resolved.yml").stat().st_mtime
-    out: dict[str, Any] = {
-        "run": str(run),
-        "checkpoint": path.name,
-        "iteration": blob["iteration"],
-        "checkpoint_minutes_after_start": (path.stat().st_mtime - started) / 60,
-    }
-    with planning_threads(cpu):
-        torch.manual_seed(0)
-        out["planner_returns"] = [
-            run_episode(env, s, model, make_planner(model, cfg.planner(cpu), s)).ret for s in seeds
-        ]
-        out["random_returns"] = [run_episode(env, s).ret for s in seeds]
-        if cfg.env == "pendulum":
-            transition, reward = _pendulum_truth(cfg.action_repeat)
-            perfect = []
-            for s in seeds:
-                env.reset(seed=s)
-                g = torch.Generator().manual_seed(s)
-                planner = CEMPlanner(transition, reward, 1, cfg.planner(cpu), g)
-                total, done = 0.0, False
-                while not done:
-                    th, thdot = env.env.unwrapped.state
-                    state = torch.tensor([[th, thdot, 0.0]], dtype=torch.float32)
-                    _, r, term, trunc = env.step(planner.plan(state).numpy())
-                    total, done = total + r, term or trunc
-                perfect.append(total)
-            out["perfect_model_returns"] = perfect
-    for key in ("planner_returns", "random_returns", "perfect_model_returns"):
-        if key in out:
-            out[key.replace("returns", "mean")] = float(np.mean(out[key]))
-    rows = list(csv.DictReader((run / "metrics.csv").open()))
-    wall = np.cumsum([float(r["train_s"]) + float(r["collect_s"]) for r in rows])
-    out["curve"] = [
-        {"iteration": int(r["iteration"]), "train_step": int(r["train_step"]),
-         "minutes": w / 60, "obs_loss": float(r["obs_loss"]),
-         "train_return": float(r["train_return"])}
-        for r, w in zip(rows, wall, strict=True)
-    ]  # fmt: skip
+def bench_learning(run: Path, episodes: int, checkpoint: str | None) -> dict[str, Any]:
+    """``--learning-run``: the run's planner vs the baselines, same episodes; its curve."""
+    out = evaluate_run(run, episodes, checkpoint)
+    out["baselines"] = baselines(run_config(run), episodes)
+    out["curve"] = learning_curve(run)
     return out
 
 
@@ -442,16 +368,12 @@ def print_learning(res: dict[str, Any]) -> None:
             for c in res["curve"]
         ],  # fmt: skip
     )
-    rows = [["planner + learned model", f"{res['planner_mean']:.1f}"]]
-    rows.append(["random policy", f"{res['random_mean']:.1f}"])
-    if "perfect_model_mean" in res:
-        rows.append(["planner + true dynamics", f"{res['perfect_model_mean']:.1f}"])
-    print_table(
-        [f"policy ({len(res['random_returns'])} episodes, same seeds)", "mean return"], rows
-    )
-    gain = res["planner_mean"] - res["random_mean"]
-    verdict = "meets" if gain >= TARGET_LEARNING_GAIN else "MISSES"
-    print(f"planner - random: {gain:+.1f} -- {verdict} the +{TARGET_LEARNING_GAIN:.0f} goal")
+    rows = [["planner + learned model", f"{res['planner']['mean']:.1f}"]]
+    rows += [[name.replace("_", " "), f"{b['mean']:.1f}"] for name, b in res["baselines"].items()]
+    n = len(res["planner"]["returns"])
+    print_table([f"policy ({n} episodes, same seeds)", "mean return"], rows)
+    gain = res["planner"]["mean"] - res["baselines"]["random"]["mean"]
+    print(f"planner - random: {gain:+.1f}")
 
 
 def main() -> int:
@@ -467,13 +389,72 @@ def main() -> int:
         help="only evaluate this train_world_model.py output folder (planner vs random vs "
         "true dynamics) and write bench_world_model_learning.json beside the JSON results",
     )
-    p.add_argument("--eval-episodes", type=int, default=5, help="episodes for --learning-run")
+    p.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=10,
+        help="evaluation episodes for --learning-run and --seeds (the same for every run)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="S",
+        help="only the learning bench: train these seeds for --minutes each, evaluate each "
+        "seed's planner, report mean, IQM and 95%% bootstrap CI (..._seeds_ENV.json)",
+    )
+    p.add_argument(
+        "--ablation",
+        action="store_true",
+        help="only the model ablation: model/loss variants trained --minutes each (default 6) "
+        "on fixed pendulum data, scored by open-loop prediction (..._ablation.json)",
+    )
+    p.add_argument("--env", choices=("pendulum", "racing"), default="pendulum", help="--seeds env")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="--seeds: wall-clock budget per seed (default: pendulum 30, racing 60); "
+        "--ablation: per arm (default 6)",
+    )
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="--seeds: seeds trained at once, with cores / P torch threads each (default 1)",
+    )
+    p.add_argument(
+        "--work", default=None, help="--seeds / --ablation: folder of the runs or data (kept)"
+    )
+    p.add_argument(
+        "--wm-args", default="", help="--seeds: more train_world_model.py flags, one string"
+    )
+    p.add_argument(
+        "--bc-policy",
+        type=Path,
+        default=None,
+        help="--seeds --env racing: a bc_policy.pt (train_bc.py) to report beside the expert",
+    )
     p.add_argument(
         "--checkpoint",
         default=None,
         help="checkpoint file name under RUN/checkpoints for --learning-run (default: newest)",
     )
     args = p.parse_args()
+    mode = None  # the learning benches run alone: (run, print, JSON name)
+    if args.ablation:
+        mode = (ablation_run, print_ablation, f"{NAME}_ablation")
+    elif args.seeds is not None:
+        mode = (seeds_run, print_seeds, f"{NAME}_seeds_{args.env}")
+    if mode is not None:
+        run, show, name = mode
+        t0 = time.perf_counter()
+        report = run(args)
+        show(report)
+        write_json(output_path(args, name), {**report_header(name, t0), **report})
+        print(f"\nwrote {output_path(args, name)}")
+        return 0
     if args.learning_run is not None:
         t0 = time.perf_counter()
         res = bench_learning(args.learning_run, args.eval_episodes, args.checkpoint)

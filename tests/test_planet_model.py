@@ -132,3 +132,45 @@ def test_planning_through_the_world_model() -> None:
     planner = make_planner(m, PlannerConfig(horizon=4, candidates=16, top_k=4, iterations=2), 0)
     a = planner.plan(m.initial_state(1))
     assert a.shape == (2,) and a.abs().max() <= 1.0
+
+
+def test_kl_balance_weighs_the_same_kl_but_moves_the_prior_more(one_thread) -> None:
+    b = random_batch(L=4, B=2)
+    torch.manual_seed(0)
+    m = WorldModel(2, TINY)
+    torch.manual_seed(1)  # the same sampled states: both losses draw from the same stream
+    plain, _ = m.loss(b, free_nats=0.0)
+    torch.manual_seed(1)
+    balanced, _ = m.loss(b, free_nats=0.0, kl_balance=0.8)
+    # alpha * KL + (1 - alpha) * KL: the value is PlaNet's, only the gradients differ
+    assert balanced.item() == pytest.approx(plain.item(), rel=1e-5)
+
+    def kl_grads(alpha: float | None) -> tuple[float, float]:
+        """|d KL / d prior head| and |d KL / d posterior head| (free nats 0, KL term only)."""
+        m.zero_grad()
+        torch.manual_seed(1)
+        total, _ = m.loss(b, free_nats=0.0, kl_balance=alpha)
+        torch.manual_seed(1)
+        recon, _ = m.loss(b, free_nats=1e9, kl_balance=alpha)  # KL term constant: no KL grad
+        (total - recon).backward()
+        return m.prior_out.weight.grad.norm().item(), m.post_out.weight.grad.norm().item()
+
+    prior_plain, post_plain = kl_grads(None)
+    prior_bal, post_bal = kl_grads(0.8)
+    assert prior_bal / post_bal > 2 * prior_plain / post_plain
+
+
+def test_bf16_convs_compute_close_to_float32_and_share_the_weights(one_thread) -> None:
+    torch.manual_seed(0)
+    fp32 = WorldModel(2, TINY)
+    bf16 = WorldModel(2, TINY, bf16_convs=True)
+    bf16.load_state_dict(fp32.state_dict())  # the same checkpoint loads into either
+    b = random_batch()
+    e32, e16 = fp32.encode(b.obs), bf16.encode(b.obs)
+    assert e16.dtype == torch.float32  # the RSSM always gets float32
+    assert torch.allclose(e16, e32, atol=0.05, rtol=0.05) and not torch.equal(e16, e32)
+    torch.manual_seed(2)
+    l32, _ = fp32.loss(b)
+    torch.manual_seed(2)
+    l16, _ = bf16.loss(b)
+    assert l16.item() == pytest.approx(l32.item(), rel=0.02)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 
 from rlkit.planet.envs import IMAGE_SIZE
-from rlkit.planet.model import PRESETS, ModelSizes
+from rlkit.planet.model import PRESETS, ModelSizes, cpu_has_bf16
 from rlkit.planet.planner import PlannerConfig
 from rlkit.utils import check_ranges
 
@@ -91,6 +91,13 @@ class WorldModelConfig:
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     grad_clip: float = field(default=1000.0, metadata={"help": "gradient norm clip"})
     free_nats: float = field(default=3.0, metadata={"help": "KL free nats"})
+    kl_balance: float | None = field(
+        default=None,
+        metadata={
+            "help": "DreamerV2's KL balancing: the share alpha in (0, 1) of the KL that trains "
+            "the prior (the rest trains the posterior); none: PlaNet's plain KL"
+        },
+    )
     plan_horizon: int = field(default=12, metadata={"help": "CEM planning horizon"})
     candidates: int | None = field(
         default=None, metadata={"help": "CEM candidates (default: preset, 300 / 1000)"}
@@ -134,6 +141,14 @@ class WorldModelConfig:
     cache_size: float = field(default=2048.0, metadata={"help": "LRU cache bound, MB"})
     device: Literal["auto", "cpu", "cuda"] = field(
         default="auto", metadata={"help": "training device"}
+    )
+    precision: Literal["auto", "fp32", "bf16"] = field(
+        default="auto",
+        metadata={
+            "help": "conv encoder/decoder arithmetic (auto: bf16 on a CPU with native "
+            "bfloat16, e.g. AVX512-BF16 or AMX; fp32 elsewhere and on CUDA); the RSSM, reward "
+            "head and loss are float32 either way"
+        },
     )
     threads: int | None = field(
         default=None,
@@ -200,6 +215,10 @@ class WorldModelConfig:
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
             (self.free_nats >= 0, f"free_nats must be >= 0, got {self.free_nats}"),
+            (
+                self.kl_balance is None or 0 < self.kl_balance < 1,
+                f"kl_balance must be in (0, 1) or null, got {self.kl_balance}",
+            ),
             (self.explore_noise >= 0, f"explore_noise must be >= 0, got {self.explore_noise}"),
             (self.cache_size > 0, f"cache_size must be > 0 MB, got {self.cache_size}"),
             (
@@ -266,6 +285,12 @@ class WorldModelConfig:
             stoch=self.stoch_size or base.stoch,
             hidden=self.hidden_size or base.hidden,
         )
+
+    def bf16_convs(self, device: torch.device) -> bool:
+        """Whether the conv encoder/decoder compute in bfloat16 (``--precision``)."""
+        if self.precision != "auto":
+            return self.precision == "bf16"
+        return device.type == "cpu" and cpu_has_bf16()
 
     def run_value(self, name: str, device: torch.device) -> int:
         """``batch_size``, ``seq_len``, ``candidates``, ``top_k`` or ``cem_iterations``."""

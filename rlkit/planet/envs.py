@@ -62,10 +62,12 @@ class PixelEnv(ABC):
     """A pixel environment: ``reset(seed) -> obs``, ``step(a) -> (obs, r, term, trunc)``.
 
     Observations are uint8 (64, 64, 3); actions float32 in [-1, 1] of shape (action_dim,).
+    ``info`` is the inner env's info of the last reset or step (racing: ``laps`` driven).
     """
 
     name: str
     action_dim: int
+    info: dict[str, Any]
 
     @abstractmethod
     def reset(self, seed: int | None = None) -> np.ndarray: ...
@@ -85,20 +87,21 @@ class _RepeatEnv(PixelEnv):
             raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
         self.env, self.action_repeat, self.action_scale = env, action_repeat, action_scale
         self.action_dim = int(np.prod(env.action_space.shape))
+        self.info = {}
 
     @abstractmethod
     def frame(self) -> np.ndarray:
         """The current 64x64x3 uint8 frame of the inner env."""
 
     def reset(self, seed: int | None = None) -> np.ndarray:
-        self.env.reset(seed=seed)
+        _, self.info = self.env.reset(seed=seed)
         return self.frame()
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
         a = np.clip(np.asarray(action, dtype=np.float32).reshape(self.action_dim), -1, 1)
         total, term, trunc = 0.0, False, False
         for _ in range(self.action_repeat):
-            _, r, term, trunc, _ = self.env.step(a * self.action_scale)
+            _, r, term, trunc, self.info = self.env.step(a * self.action_scale)
             total += float(r)
             if term or trunc:
                 break

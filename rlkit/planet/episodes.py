@@ -43,6 +43,16 @@ class Episode:
     terminal: list[bool] = field(default_factory=list)
     truncated: list[bool] = field(default_factory=list)
 
+    def add(
+        self, obs: np.ndarray, action: np.ndarray, reward: float, term: bool, trunc: bool
+    ) -> None:
+        """Record one step: the action taken, what followed it."""
+        self.obs.append(obs)
+        self.action.append(action)
+        self.reward.append(reward)
+        self.terminal.append(term)
+        self.truncated.append(trunc)
+
     @property
     def ret(self) -> float:
         return float(sum(self.reward))
@@ -85,11 +95,7 @@ def run_episode(
             a = np.clip(a, -1.0, 1.0).astype(np.float32)
             prev = torch.from_numpy(a).to(device)[None]
         obs, r, term, trunc = env.step(a)
-        ep.obs.append(obs)
-        ep.action.append(a)
-        ep.reward.append(r)
-        ep.terminal.append(term)
-        ep.truncated.append(trunc)
+        ep.add(obs, a, r, term, trunc)
         if term or trunc:
             return ep
 

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 
 from rlkit.planet.dataset import Batch
 
-__all__ = ["PRESETS", "ModelSizes", "State", "WorldModel"]
+__all__ = ["PRESETS", "ModelSizes", "State", "WorldModel", "cpu_has_bf16"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,28 @@ class State(NamedTuple):
         return torch.cat([self.h, self.s], dim=-1)
 
 
-class Encoder(nn.Module):
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bfloat16 convolutions natively (oneDNN: AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class _Convs(nn.Module):
+    """A conv stack that computes in ``self.dtype`` (bfloat16 autocast, or None: float32) and
+    returns float32. The RSSM, the reward head and the loss stay in float32 either way."""
+
+    dtype: torch.dtype | None = None
+
+    def run(self, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.dtype is None:
+            return net(x)
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            return net(x).float()
+
+
+class Encoder(_Convs):
     """(N, 3, 64, 64) in [-0.5, 0.5] -> (N, 32 d): four 4x4 stride-2 convs (64-31-14-6-2)."""
 
     def __init__(self, depth: int) -> None:
@@ -91,10 +112,10 @@ class Encoder(nn.Module):
         self.out_dim = 32 * d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.run(self.net, x)
 
 
-class Decoder(nn.Module):
+class Decoder(_Convs):
     """(N, features) -> (N, 3, 64, 64): a dense layer to 32 d x 1 x 1, then transposed
     convs with kernels 5-5-6-6, stride 2 (1-5-13-30-64)."""
 
@@ -113,18 +134,22 @@ class Decoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.fc(x)[:, :, None, None])
+        return self.run(self.net, self.fc(x)[:, :, None, None])
 
 
 class WorldModel(nn.Module):
     """Encoder, RSSM, decoder and reward head (see the module docstring)."""
 
-    def __init__(self, action_dim: int, sizes: ModelSizes) -> None:
+    def __init__(self, action_dim: int, sizes: ModelSizes, bf16_convs: bool = False) -> None:
         super().__init__()
         self.sizes, self.action_dim = sizes, action_dim
         z, hsz, hid = sizes.stoch, sizes.deter, sizes.hidden
         self.encoder = Encoder(sizes.cnn_depth)
         self.decoder = Decoder(hsz + z, sizes.cnn_depth)
+        for convs in (self.encoder, self.decoder):
+            # NHWC: frames arrive (..., H, W, 3), and oneDNN's convolutions are faster so
+            convs.to(memory_format=torch.channels_last)
+            convs.dtype = torch.bfloat16 if bf16_convs else None
         self.fc_input = nn.Linear(z + action_dim, hid)
         self.gru = nn.GRUCell(hid, hsz)
         self.fc_prior = nn.Linear(hsz, hid)
@@ -205,8 +230,18 @@ class WorldModel(nn.Module):
         return State(*(torch.stack(f) for f in zip(*out, strict=True)))
 
     # ------------------------------------------------------------------ loss
-    def loss(self, batch: Batch, free_nats: float = 3.0) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, batch: Batch, free_nats: float = 3.0, kl_balance: float | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """PlaNet's loss on a device batch (see :func:`rlkit.planet.dataset.batch_to_device`).
+
+        Args:
+            batch: Time-major frames, actions and rewards.
+            free_nats: KL below this many nats per step costs nothing.
+            kl_balance: None: PlaNet's KL(post || prior), which trains both sides alike.
+                alpha in (0, 1): DreamerV2's KL balancing, alpha * KL(sg(post) || prior) +
+                (1 - alpha) * KL(post || sg(prior)), each with the free nats: the prior
+                (which planning uses) moves towards the posterior faster than the other way.
 
         Returns:
             The scalar loss and its parts (``obs``, ``reward``, ``kl`` before free nats).
@@ -216,11 +251,21 @@ class WorldModel(nn.Module):
         feats = posts.features()
         obs_loss = (self.decode(feats) - obs).square().sum(dim=(2, 3, 4)).mean()
         reward_loss = (self.reward(feats[1:]) - reward).square().mean()
-        kl = torch.distributions.kl_divergence(
-            torch.distributions.Normal(posts.mean, posts.std),
-            torch.distributions.Normal(priors.mean, priors.std),
-        ).sum(-1)
-        kl_loss = kl.clamp(min=free_nats).mean()
+
+        def kl_of(post: State, prior: State) -> torch.Tensor:
+            return torch.distributions.kl_divergence(
+                torch.distributions.Normal(post.mean, post.std),
+                torch.distributions.Normal(prior.mean, prior.std),
+            ).sum(-1)
+
+        kl = kl_of(posts, priors)
+        if kl_balance is None:
+            kl_loss = kl.clamp(min=free_nats).mean()
+        else:
+            sg = lambda st: State(*(f.detach() for f in st))  # noqa: E731
+            to_prior = kl_of(sg(posts), priors).clamp(min=free_nats).mean()
+            to_post = kl_of(posts, sg(priors)).clamp(min=free_nats).mean()
+            kl_loss = kl_balance * to_prior + (1 - kl_balance) * to_post
         total = obs_loss + reward_loss + kl_loss
         parts = {
             "obs": obs_loss.item(),

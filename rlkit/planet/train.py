@@ -52,7 +52,7 @@ from rlkit.planet.envs import PixelEnv, make_pixel_env
 from rlkit.planet.episodes import make_planner, planning_threads, run_episode, write_openloop_png
 from rlkit.planet.model import WorldModel
 from rlkit.planet.storage import EPISODE_RE, EpisodeStorage
-from rlkit.progress import format_duration
+from rlkit.progress import Progress, format_duration
 from rlkit.progress import progress as make_progress
 from rlkit.rundir import RunDir, RunLock, clean_stale_temps, say
 from rlkit.utils import (
@@ -149,13 +149,16 @@ class _Loop:
         self.plan_cfg = cfg.planner(device)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
-        self.model = WorldModel(env.action_dim, cfg.sizes(device)).to(device)
+        self.model = WorldModel(
+            env.action_dim, cfg.sizes(device), bf16_convs=cfg.bf16_convs(device)
+        ).to(device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=1e-4)
         self.iteration, self.train_step = 0, 0  # iterations / gradient steps checkpointed
         self.resumed_from: int | None = None
         self.deadline = t_start + 60 * cfg.max_minutes if cfg.max_minutes else math.inf
         self.random_returns: list[float] = []
         self.last: dict[str, float] = {}
+        self.bar: Progress | None = None  # the iterations' bar, ticked per gradient step
         self.eval_return = math.nan
         self.train_seconds, self.batches = 0.0, 0
         self.stopped_early = False
@@ -211,6 +214,12 @@ class _Loop:
             f"plan: collect {missing} seed episodes ({on_disk} on disk), then {left} iterations "
             f"({self.iteration + 1}..{cfg.iterations}) of {cfg.train_steps} train steps and "
             f"{cfg.collect_episodes} collected episode(s) each{budget}"
+        )
+        convs = "bf16" if self.model.encoder.dtype == torch.bfloat16 else "fp32"
+        threads = f", {torch.get_num_threads()} threads" if self.device.type == "cpu" else ""
+        say(
+            f"model: preset {cfg.preset_name(self.device)}, batches {self.batch_size} x "
+            f"{self.seq_len}, {convs} convs, {self.device}{threads}"
         )
 
     def announce_pace(self, seconds: float, done: int) -> None:
@@ -269,8 +278,14 @@ class _Loop:
         cfg = self.cfg
         with (self.out / "metrics.csv").open("a", newline="") as mf:  # trim_csv wrote the header
             log = csv.writer(mf)
-            bar = make_progress(
-                cfg.iterations, "world model", "it", initial=self.iteration, enabled=progress
+            # counted in gradient steps, so a line comes every few seconds, not per iteration
+            left = (cfg.iterations - self.iteration) * cfg.train_steps
+            bar = self.bar = make_progress(
+                self.train_step + left,
+                "world model",
+                "step",
+                initial=self.train_step,
+                enabled=progress,
             )
             first = self.iteration
             for it in range(self.iteration, cfg.iterations):
@@ -302,9 +317,8 @@ class _Loop:
                 )
                 mf.flush()
                 self.log_tensorboard(row, bool(returns))
-                bar.set_postfix(loss=f"{self.last['loss']:.1f}", ret=f"{train_ret:.0f}",
-                                batches_s=f"{row['batches_per_s']:.2f}")  # fmt: skip
-                bar.update(1)
+                bar.set_postfix(it=f"{done}/{cfg.iterations}", loss=f"{self.last['loss']:.1f}",
+                                ret=f"{train_ret:.0f}")  # fmt: skip
                 if it == first:
                     self.announce_pace(time.perf_counter() - t_it, done)
                 if self.checkpoint(done):
@@ -328,7 +342,9 @@ class _Loop:
                 host = next(batch_iter)
             else:
                 host = self.dataset.sample_batch(first_index=k * self.batch_size, reuse=True)
-            loss, parts = model.loss(batch_to_device(host, self.device), cfg.free_nats)
+            loss, parts = model.loss(
+                batch_to_device(host, self.device), cfg.free_nats, cfg.kl_balance
+            )
             if not torch.isfinite(loss):
                 raise ValueError(
                     f"iteration {it}, train step {self.train_step + 1}: the loss is not finite "
@@ -341,6 +357,8 @@ class _Loop:
             opt.step()
             self.train_step += 1
             steps += 1
+            if self.bar is not None:
+                self.bar.update(1)
             sums["loss"] += loss.item()
             for key, v in parts.items():
                 sums[key] += v
