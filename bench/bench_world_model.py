@@ -407,7 +407,7 @@ def main() -> int:
     p.add_argument(
         "--ablation",
         action="store_true",
-        help="only the model ablation: model/loss variants trained --minutes each (default 6) "
+        help="only the model ablation: model/loss variants trained --minutes each (default 5) "
         "on fixed pendulum data, scored by open-loop prediction (..._ablation.json)",
     )
     p.add_argument("--env", choices=("pendulum", "racing"), default="pendulum", help="--seeds env")
@@ -416,7 +416,7 @@ def main() -> int:
         type=float,
         default=None,
         help="--seeds: wall-clock budget per seed (default: pendulum 30, racing 60); "
-        "--ablation: per arm (default 6)",
+        "--ablation: per arm (default 5)",
     )
     p.add_argument(
         "--parallel",

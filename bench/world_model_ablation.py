@@ -41,13 +41,18 @@ __all__ = ["ARMS", "ablation_run", "print_ablation"]
 ACTION_REPEAT, CONTEXT, HORIZON = 4, 5, 12
 TRAIN_PLANNED, TRAIN_RANDOM, TEST_PLANNED, TEST_RANDOM = 18, 6, 5, 1
 
+_BASE = {"bf16": False, "kl_balance": None, "free_nats": 3.0, "batch": 16, "seq": 32}
 #: Arm -> settings: bf16 convs, KL balance (None: PlaNet's KL), free nats, batch, seq len.
 ARMS: dict[str, dict[str, Any]] = {
-    "PlaNet loss, fp32 (before)": {"bf16": False, "kl_balance": None, "free_nats": 3.0},
-    "bf16 convs": {"bf16": True, "kl_balance": None, "free_nats": 3.0},
-    "bf16 + KL balance 0.8": {"bf16": True, "kl_balance": 0.8, "free_nats": 3.0},
-    "bf16 + KL balance 0.8, free nats 1": {"bf16": True, "kl_balance": 0.8, "free_nats": 1.0},
-}
+    "fp32, PlaNet loss (before)": _BASE,
+    "bf16 convs": {**_BASE, "bf16": True},
+    "bf16, KL balance 0.8": {**_BASE, "bf16": True, "kl_balance": 0.8},
+    "bf16, KL balance 0.8, free nats 1": {**_BASE, "bf16": True, "kl_balance": 0.8,
+                                          "free_nats": 1.0},
+    "bf16, KL balance 0.8, B 32 x L 16": {**_BASE, "bf16": True, "kl_balance": 0.8,
+                                          "batch": 32, "seq": 16},
+    "bf16, B 32 x L 16": {**_BASE, "bf16": True, "batch": 32, "seq": 16},
+}  # fmt: skip
 
 
 def _truth_episode(seed: int, noise: float) -> Episode:
@@ -141,7 +146,8 @@ def train_arm(name: str, train: Path, test: Path, minutes: float, seed: int) -> 
     torch.manual_seed(seed)
     model = WorldModel(1, ModelSizes(), bf16_convs=arm["bf16"])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-4)
-    data = EpisodeDataset(EpisodeStorage(train, workers=1), 32, 16, 100, seed=seed)
+    storage = EpisodeStorage(train, workers=1)
+    data = EpisodeDataset(storage, arm["seq"], arm["batch"], 100, seed=seed)
     windows = _windows(test)
     curve, steps, t0 = [], 0, time.perf_counter()
     next_score = 60.0
@@ -154,7 +160,7 @@ def train_arm(name: str, train: Path, test: Path, minutes: float, seed: int) -> 
             if elapsed >= 60 * minutes:
                 break
         data.set_iteration(steps // 100)
-        batch = data.sample_batch(first_index=(steps % 100) * 16, reuse=True)
+        batch = data.sample_batch(first_index=(steps % 100) * arm["batch"], reuse=True)
         loss, _ = model.loss(batch_to_device(batch, torch.device("cpu")), arm["free_nats"],
                              arm["kl_balance"])  # fmt: skip
         opt.zero_grad(set_to_none=True)
@@ -171,7 +177,7 @@ def ablation_run(args: argparse.Namespace) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     print(f"data in {work} ...", flush=True)
     train, test = make_data(work)
-    minutes = args.minutes or 6.0
+    minutes = args.minutes or 5.0
     names = list(ARMS)
     ctx = multiprocessing.get_context("spawn")
     results: dict[str, Any] = {}

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from rlkit.planet.config import WorldModelConfig
-from rlkit.planet.envs import PixelEnv, make_pixel_env
+from rlkit.planet.envs import PixelEnv
 from rlkit.planet.episodes import make_planner, planning_threads, run_episode
 from rlkit.planet.model import WorldModel
 from rlkit.planet.planner import CEMPlanner
@@ -55,10 +55,6 @@ def run_config(run: Path) -> WorldModelConfig:
     )
 
 
-def _env(cfg: WorldModelConfig) -> PixelEnv:
-    return make_pixel_env(cfg.env, cfg.action_repeat, cfg.max_episode_steps, cfg.pixel_render)
-
-
 def _is_racing(env: PixelEnv) -> bool:
     return getattr(env, "name", "") == "racing"
 
@@ -83,7 +79,7 @@ def evaluate_run(run: Path, episodes: int, checkpoint: str | None = None) -> dic
     episodes; the checkpoint's iteration, step and age (file time minus the run's start)."""
     cfg = run_config(run)
     cpu = torch.device("cpu")
-    env = _env(cfg)
+    env = cfg.make_env()
     if checkpoint is None:
         found = load_newest_checkpoint(run, cpu)
         if found is None:
@@ -134,7 +130,7 @@ def _pendulum_truth(action_repeat: int) -> tuple[Any, Any]:
 
 
 def _perfect_pendulum(cfg: WorldModelConfig, seeds: list[int]) -> dict[str, Any]:
-    env = _env(cfg)
+    env = cfg.make_env()
     transition, reward = _pendulum_truth(cfg.action_repeat)
     returns = []
     for s in seeds:
@@ -191,7 +187,7 @@ def _racing_reference(
 def baselines(cfg: WorldModelConfig, episodes: int, bc_policy: Path | None = None) -> dict:
     """The random policy and the reference of the env on the evaluation episodes."""
     seeds = eval_seeds(episodes)
-    env = _env(cfg)
+    env = cfg.make_env()
     out: dict[str, Any] = {"random": _episodes(env, seeds, lambda s: None)}
     env.close()
     if cfg.env == "pendulum":

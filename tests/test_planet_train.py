@@ -14,7 +14,7 @@ from conftest import WM_TINY
 from PIL import Image
 
 from rlkit.cli.train_world_model import main
-from rlkit.config import parse_config
+from rlkit.config import ConfigError, parse_config
 from rlkit.planet.envs import make_pixel_env, render_pendulum
 from rlkit.planet.storage import EpisodeStorage, load_episode
 from rlkit.planet.train import WorldModelConfig, checkpoints, train_world_model
@@ -276,6 +276,23 @@ def test_racing_env_trains(tmp_path: Path) -> None:
     assert r.train_steps == 2
     st = EpisodeStorage(tmp_path / "d")
     assert all(i.action_dim == 2 for i in st.discover())
+
+
+def test_racing_ego_camera_is_recorded_and_kept_apart_from_top_view_episodes(tmp_path: Path):
+    top, ego = (make_pixel_env("racing", view=v) for v in ("top", "ego"))
+    assert not np.array_equal(top.reset(seed=4), ego.reset(seed=4))  # the same car, two cameras
+    assert top.info["laps"] == ego.info["laps"] == 0.0
+    args = ("--env", "racing", "--iterations", "1", "--camera-view", "ego")
+    train_world_model(cfg_of(tmp_path / "d", tmp_path / "o", *args), progress=False)
+    assert json.loads((tmp_path / "d" / "env.json").read_text())["camera_view"] == "ego"
+    # top-view frames must not join a folder of ego-view episodes
+    with pytest.raises(ValueError, match="camera_view: folder has 'ego'"):
+        train_world_model(
+            cfg_of(tmp_path / "d", tmp_path / "o2", "--env", "racing", "--iterations", "1"),
+            progress=False,
+        )
+    with pytest.raises(ConfigError, match="--camera-view applies to --env racing only"):
+        cfg_of(tmp_path / "d3", tmp_path / "o3", "--camera-view", "ego")
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import torch
 
-from rlkit.planet.envs import IMAGE_SIZE
+from rlkit.planet.envs import IMAGE_SIZE, PixelEnv, make_pixel_env
 from rlkit.planet.model import PRESETS, ModelSizes, cpu_has_bf16
 from rlkit.planet.planner import PlannerConfig
 from rlkit.utils import check_ranges
@@ -58,6 +58,13 @@ class WorldModelConfig:
     pixel_render: Literal["native", "gym"] = field(
         default="native",
         metadata={"help": "pendulum frames: numpy at 64 px, or gymnasium's pygame 500 px shrunk"},
+    )
+    camera_view: Literal["top", "ego"] = field(
+        default="top",
+        metadata={
+            "help": "racing frames: top (the whole track) or ego (behind the car, the road ahead "
+            "in the same place on every track)"
+        },
     )
     seed_episodes: int = field(
         default=5, metadata={"help": "random-policy episodes the data must hold before training"}
@@ -233,6 +240,10 @@ class WorldModelConfig:
                 self.pixel_render == "native" or self.env == "pendulum",
                 "--pixel-render gym applies to --env pendulum only",
             ),
+            (
+                self.camera_view == "top" or self.env == "racing",
+                "--camera-view applies to --env racing only",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
@@ -311,13 +322,27 @@ class WorldModelConfig:
         *processes* are ``num_workers`` (the DataLoader's), as in every tool's config."""
         return self.loading_workers if self.parallel_loading else 1
 
+    def make_env(self) -> PixelEnv:
+        """The pixel env these settings describe."""
+        return make_pixel_env(
+            self.env,
+            self.action_repeat,
+            self.max_episode_steps,
+            self.pixel_render,
+            self.camera_view,
+        )
+
     def env_spec(self) -> dict[str, Any]:
-        return {
+        """What episodes on disk and checkpoints must match (``env.json``)."""
+        spec = {
             "env": self.env,
             "action_repeat": self.action_repeat,
             "max_episode_steps": self.max_episode_steps,
             "image_size": IMAGE_SIZE,
         }
+        if self.camera_view != "top":  # folders written before the option stay compatible
+            spec["camera_view"] = self.camera_view
+        return spec
 
 
 @dataclass

@@ -149,19 +149,29 @@ class PixelPendulum(_RepeatEnv):
 
 
 class PixelRacing(_RepeatEnv):
-    """``rlkit/Racing-v0`` seen top-down at 64x64; action [steer, throttle] in [-1, 1]."""
+    """``rlkit/Racing-v0`` at 64x64, seen top-down (the whole track) or from behind the car
+    (``view="ego"``, the camera of ``collect --camera-view ego``); action [steer, throttle]
+    in [-1, 1]."""
 
     name = "racing"
 
-    def __init__(self, action_repeat: int = 2, max_episode_steps: int | None = None) -> None:
+    def __init__(
+        self, action_repeat: int = 2, max_episode_steps: int | None = None, view: str = "top"
+    ) -> None:
         from rlkit.envs.racing import RacingEnv
+        from rlkit.envs.render import VIEWS
 
+        if view not in VIEWS:
+            raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
         overrides = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
         env = RacingEnv(render_mode="rgb_array", render_size=IMAGE_SIZE, **overrides)
         super().__init__(env, action_repeat, 1.0)
+        self.view = view
 
     def frame(self) -> np.ndarray:
-        return self.env.render()
+        from rlkit.envs.render import render_view
+
+        return render_view(self.env.sim, 0, IMAGE_SIZE, self.view)
 
 
 def make_pixel_env(
@@ -169,6 +179,7 @@ def make_pixel_env(
     action_repeat: int = 2,
     max_episode_steps: int | None = None,
     render: Literal["native", "gym"] = "native",
+    view: str = "top",
 ) -> PixelEnv:
     """Build the pixel env ``name`` (``pendulum`` or ``racing``).
 
@@ -179,6 +190,7 @@ def make_pixel_env(
             200 for pendulum, 1000 for racing).
         render: Pendulum frames from the numpy rasteriser (``native``) or gymnasium's pygame
             renderer shrunk from 500x500 (``gym``). Racing always renders natively.
+        view: Racing's camera: ``top`` (the whole track) or ``ego`` (behind the car).
 
     Raises:
         ValueError: For an unknown env name.
@@ -186,5 +198,5 @@ def make_pixel_env(
     if name == "pendulum":
         return PixelPendulum(action_repeat, max_episode_steps, render)
     if name == "racing":
-        return PixelRacing(action_repeat, max_episode_steps)
+        return PixelRacing(action_repeat, max_episode_steps, view)
     raise ValueError(f"env must be one of {', '.join(ENVS)}, got {name!r}")

@@ -266,7 +266,8 @@ class EpisodeStorage:
         episodes it cannot describe.
 
         Raises:
-            ValueError: The folder holds episodes of another env (name, repeat, action size).
+            ValueError: The folder holds episodes of another env (name, repeat, action size,
+                camera).
         """
         path = self.root / "env.json"
         if path.is_file():
@@ -274,14 +275,15 @@ class EpisodeStorage:
                 old = json.loads(path.read_text())
             except (OSError, ValueError) as e:
                 raise ValueError(f"{path}: unreadable ({e}); delete it to re-create it") from e
-            diff = {k: (old.get(k), v) for k, v in spec.items() if old.get(k) != v}
+            keys = list(dict.fromkeys([*spec, *old]))  # a key only one side has differs too
+            diff = {k: (old.get(k), spec.get(k)) for k in keys if old.get(k) != spec.get(k)}
             if diff:
                 text = ", ".join(
                     f"{k}: folder has {a!r}, run wants {b!r}" for k, (a, b) in diff.items()
                 )
                 raise ValueError(
                     f"{self.root} holds episodes of another environment ({text}); "
-                    "use another data_dir or the matching --env/--action-repeat"
+                    "use another data_dir or the matching --env/--action-repeat/--camera-view"
                 )
             return
         episodes = self.discover()

@@ -48,7 +48,7 @@ import torch
 
 from rlkit.planet.config import WorldModelConfig, WorldModelResult, summary_text
 from rlkit.planet.dataset import EpisodeDataset, batch_to_device, keep_batch
-from rlkit.planet.envs import PixelEnv, make_pixel_env
+from rlkit.planet.envs import PixelEnv
 from rlkit.planet.episodes import make_planner, planning_threads, run_episode, write_openloop_png
 from rlkit.planet.model import WorldModel
 from rlkit.planet.storage import EPISODE_RE, EpisodeStorage
@@ -92,7 +92,7 @@ def train_world_model(
     """Run (or resume) the online PlaNet loop; see the module docstring."""
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
-    env = make_pixel_env(cfg.env, cfg.action_repeat, cfg.max_episode_steps, cfg.pixel_render)
+    env = cfg.make_env()
     run = RunDir(
         cfg.output_dir,
         "world_model",
