@@ -121,7 +121,7 @@ def seeds_run(args: argparse.Namespace) -> dict[str, Any]:
 
     runs = {s: work / f"seed_{s}" / "run" for s in seeds}
     cfg = run_config(runs[seeds[0]])
-    jobs = min(len(seeds) + 1, max(1, args.parallel), available_cores())
+    jobs = min(len(seeds) + 1, available_cores())  # training is over: every core evaluates
     print(f"evaluating {len(seeds)} seeds and the baselines on {args.eval_episodes} episodes "
           f"({jobs} processes) ...", flush=True)  # fmt: skip
     ctx = multiprocessing.get_context("spawn")

@@ -219,7 +219,8 @@ class _Loop:
         threads = f", {torch.get_num_threads()} threads" if self.device.type == "cpu" else ""
         say(
             f"model: preset {cfg.preset_name(self.device)}, batches {self.batch_size} x "
-            f"{self.seq_len}, {convs} convs, {self.device}{threads}"
+            f"{self.seq_len}, {convs} convs, free nats {cfg.loss_value('free_nats', self.device):g}"
+            f", KL balance {cfg.loss_value('kl_balance', self.device):g}, {self.device}{threads}"
         )
 
     def announce_pace(self, seconds: float, done: int) -> None:
@@ -343,7 +344,9 @@ class _Loop:
             else:
                 host = self.dataset.sample_batch(first_index=k * self.batch_size, reuse=True)
             loss, parts = model.loss(
-                batch_to_device(host, self.device), cfg.free_nats, cfg.kl_balance
+                batch_to_device(host, self.device),
+                cfg.loss_value("free_nats", self.device),
+                cfg.loss_value("kl_balance", self.device) or None,
             )
             if not torch.isfinite(loss):
                 raise ValueError(
