@@ -16,7 +16,8 @@ Measures, in one run (every ratio from figures taken in this run):
    decoded data (steady state, after warm-up batches).
 6. The 2-thread ceiling at that moment: GIL-free zlib inflate on 1 vs 2 threads (on a shared
    machine the other tenants' load bounds every parallel speedup above).
-5. World model train step (s) at the cpu preset (B=16, L=32) on 1 and 2 torch threads, and
+5. World model train step (s) at the cpu preset (B=16, L=32) on 1 and 2 torch threads, float32
+   and with bfloat16 convs, and
    CEM planning time per action (cpu preset: 300 candidates, 5 iterations, horizon 12).
 
 7. ``--learning-run RUN``: only the learning figures of a finished ``train_world_model.py``
@@ -307,23 +308,26 @@ def bench_model(root: Path, steps: int) -> dict[str, Any]:
     sizes = PRESETS["cpu"]
     ds = EpisodeDataset(st, 32, 16, steps)
     out: dict[str, Any] = {"preset": "cpu", "batch_size": 16, "seq_len": 32, "train_step_s": {}}
+    # the precisions interleaved per thread count: the same load for both
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        torch.manual_seed(0)
-        model = WorldModel(1, sizes)
-        opt = torch.optim.Adam(model.parameters(), 1e-3, eps=1e-4)
-        times = []
-        for k in range(steps + 1):
-            t0 = time.perf_counter()
-            loss, _ = model.loss(
-                batch_to_device(ds.sample_batch(k * 16, reuse=True), torch.device("cpu"))
-            )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            times.append(time.perf_counter() - t0)
-        out["train_step_s"][str(threads)] = min(times[1:])  # first step: allocator warm-up
-        out.setdefault("train_step_median_s", {})[str(threads)] = statistics.median(times[1:])
+        for bf16 in (False, True):
+            key = f"{threads}{' bf16' if bf16 else ''}"
+            torch.manual_seed(0)
+            model = WorldModel(1, sizes, bf16_convs=bf16)
+            opt = torch.optim.Adam(model.parameters(), 1e-3, eps=1e-4)
+            times = []
+            for k in range(steps + 1):
+                t0 = time.perf_counter()
+                loss, _ = model.loss(
+                    batch_to_device(ds.sample_batch(k * 16, reuse=True), torch.device("cpu"))
+                )
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                times.append(time.perf_counter() - t0)
+            out["train_step_s"][key] = min(times[1:])  # first step: allocator warm-up
+            out.setdefault("train_step_median_s", {})[key] = statistics.median(times[1:])
     # planning: one action from a belief state, cpu preset CEM sizes
     cfg = PlannerConfig(horizon=12, candidates=300, top_k=30, iterations=5)
     plan_times = {}
@@ -551,10 +555,17 @@ def main() -> int:
         ],  # fmt: skip
     )
     print("\nWorld model, cpu preset (B=16, L=32), best step")
+    step = model["train_step_s"]
     print_table(
-        ["torch threads", "train step s", "plan s/action"],
+        ["torch threads", "train step s (fp32)", "bf16 convs", "speedup", "plan s/action"],
         [
-            [t, f"{model['train_step_s'][t]:.2f}", f"{model['plan_s_per_action'][t]:.3f}"]
+            [
+                t,
+                f"{step[t]:.2f}",
+                f"{step[t + ' bf16']:.2f}",
+                f"{step[t] / step[t + ' bf16']:.2f}x",
+                f"{model['plan_s_per_action'][t]:.3f}",
+            ]
             for t in ("1", "2")
         ],
     )

@@ -180,6 +180,18 @@ def test_sigkill_mid_run_leaves_no_corrupt_file(tmp_path: Path) -> None:
     assert r.resumed_from == done and r.iterations == done + 1
 
 
+def test_loss_settings_come_from_the_preset_unless_given(tmp_path: Path) -> None:
+    cpu = torch.device("cpu")
+    cfg = cfg_of(tmp_path / "d", tmp_path / "o")
+    assert (cfg.loss_value("free_nats", cpu), cfg.loss_value("kl_balance", cpu)) == (1.0, 0.8)
+    paper = cfg_of(tmp_path / "d", tmp_path / "o", "--preset", "paper")
+    assert (paper.loss_value("free_nats", cpu), paper.loss_value("kl_balance", cpu)) == (3, 0)
+    given = cfg_of(tmp_path / "d", tmp_path / "o", "--kl-balance", "0", "--free-nats", "2")
+    assert (given.loss_value("free_nats", cpu), given.loss_value("kl_balance", cpu)) == (2, 0)
+    with pytest.raises(ConfigError, match="kl_balance must be in"):
+        cfg_of(tmp_path / "d", tmp_path / "o", "--kl-balance", "1")
+
+
 def test_resume_flags(tmp_path: Path) -> None:
     data, out = tmp_path / "d", tmp_path / "o"
     train_world_model(cfg_of(data, out, "--iterations", "1", "--resume"), progress=False)
