@@ -41,7 +41,7 @@ __all__ = ["ARMS", "ablation_run", "print_ablation"]
 ACTION_REPEAT, CONTEXT, HORIZON = 4, 5, 12
 TRAIN_PLANNED, TRAIN_RANDOM, TEST_PLANNED, TEST_RANDOM = 18, 6, 5, 1
 
-_BASE = {"bf16": False, "kl_balance": None, "free_nats": 3.0, "batch": 16, "seq": 32}
+_BASE = {"bf16": False, "kl_balance": 0.0, "free_nats": 3.0, "batch": 16, "seq": 32}
 #: Arm -> settings: bf16 convs, KL balance (None: PlaNet's KL), free nats, batch, seq len.
 ARMS: dict[str, dict[str, Any]] = {
     "fp32, PlaNet loss (before)": _BASE,
@@ -57,10 +57,10 @@ ARMS: dict[str, dict[str, Any]] = {
 
 def _truth_episode(seed: int, noise: float) -> Episode:
     """One pendulum episode driven by CEM on the true dynamics (+ noise), frames recorded."""
-    from world_model_learning import _pendulum_truth
+    from world_model_learning import pendulum_truth
 
     env = make_pixel_env("pendulum", ACTION_REPEAT)
-    transition, reward = _pendulum_truth(ACTION_REPEAT)
+    transition, reward = pendulum_truth(ACTION_REPEAT)
     gen = torch.Generator().manual_seed(seed)
     planner = CEMPlanner(transition, reward, 1, PlannerConfig(12, 300, 30, 5), gen)
     rng = np.random.default_rng(seed)

@@ -36,6 +36,7 @@ __all__ = [
     "eval_seeds",
     "evaluate_run",
     "learning_curve",
+    "pendulum_truth",
     "run_config",
 ]
 
@@ -110,7 +111,7 @@ def evaluate_run(run: Path, episodes: int, checkpoint: str | None = None) -> dic
     }
 
 
-def _pendulum_truth(action_repeat: int) -> tuple[Any, Any]:
+def pendulum_truth(action_repeat: int) -> tuple[Any, Any]:
     """Gymnasium's Pendulum-v1 dynamics, batched in torch: the 'perfect model'.
 
     State (N, 3): angle, angular velocity, reward of the last (repeated) action."""
@@ -131,7 +132,7 @@ def _pendulum_truth(action_repeat: int) -> tuple[Any, Any]:
 
 def _perfect_pendulum(cfg: WorldModelConfig, seeds: list[int]) -> dict[str, Any]:
     env = cfg.make_env()
-    transition, reward = _pendulum_truth(cfg.action_repeat)
+    transition, reward = pendulum_truth(cfg.action_repeat)
     returns = []
     for s in seeds:
         env.reset(seed=s)

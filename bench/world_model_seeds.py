@@ -70,9 +70,14 @@ def _train(seed: int, work: Path, args: argparse.Namespace, threads: int) -> int
         return proc.wait()
 
 
+def _threads(args: argparse.Namespace, seeds: list[int]) -> int:
+    """Torch threads per seed: the cores shared by the seeds trained at once."""
+    return max(1, available_cores() // max(1, min(args.parallel, len(seeds))))
+
+
 def _train_all(seeds: list[int], work: Path, args: argparse.Namespace) -> None:
     parallel = max(1, min(args.parallel, len(seeds)))
-    threads = max(1, available_cores() // parallel)
+    threads = _threads(args, seeds)
     failed: list[str] = []
     lock = threading.Lock()
 
@@ -140,7 +145,7 @@ def seeds_run(args: argparse.Namespace) -> dict[str, Any]:
             "seeds": seeds,
             "minutes_per_seed": args.minutes,
             "parallel": args.parallel,
-            "threads_per_seed": max(1, available_cores() // max(1, min(args.parallel, len(seeds)))),
+            "threads_per_seed": _threads(args, seeds),
             "eval_episodes": args.eval_episodes,
             "wm_args": args.wm_args,
             "work": str(work),

@@ -145,7 +145,7 @@ def test_kl_balance_weighs_the_same_kl_but_moves_the_prior_more(one_thread) -> N
     # alpha * KL + (1 - alpha) * KL: the value is PlaNet's, only the gradients differ
     assert balanced.item() == pytest.approx(plain.item(), rel=1e-5)
 
-    def kl_grads(alpha: float | None) -> tuple[float, float]:
+    def kl_grads(alpha: float) -> tuple[float, float]:
         """|d KL / d prior head| and |d KL / d posterior head| (free nats 0, KL term only)."""
         m.zero_grad()
         torch.manual_seed(1)
@@ -155,7 +155,7 @@ def test_kl_balance_weighs_the_same_kl_but_moves_the_prior_more(one_thread) -> N
         (total - recon).backward()
         return m.prior_out.weight.grad.norm().item(), m.post_out.weight.grad.norm().item()
 
-    prior_plain, post_plain = kl_grads(None)
+    prior_plain, post_plain = kl_grads(0.0)
     prior_bal, post_bal = kl_grads(0.8)
     assert prior_bal / post_bal > 2 * prior_plain / post_plain
 

@@ -61,14 +61,12 @@ def parse_config(
     args = sys.argv[1:] if argv is None else list(argv)
     given = {k: v for k, v in vars(parser.parse_args(args)).items() if v is not _UNSET}
 
-    config_path: Path | None = None
-    if section is None:
-        pass  # no config file layer
-    elif "config" in given:
+    config_path: Path | None = None  # stays None without a section: no file layer
+    if section is not None and "config" in given:
         config_path = Path(given.pop("config"))
         if not config_path.is_file():
             raise ConfigError(f"config file {str(config_path)!r} does not exist")
-    elif Path(DEFAULT_CONFIG).is_file():
+    elif section is not None and Path(DEFAULT_CONFIG).is_file():
         config_path = Path(DEFAULT_CONFIG)
     from_yaml: dict[str, Any] = {}
     origins: dict[str, str] = {}

@@ -164,8 +164,7 @@ class PixelRacing(_RepeatEnv):
         if view not in VIEWS:
             raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
         overrides = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
-        env = RacingEnv(render_mode="rgb_array", render_size=IMAGE_SIZE, **overrides)
-        super().__init__(env, action_repeat, 1.0)
+        super().__init__(RacingEnv(**overrides), action_repeat, 1.0)  # frames: render_view
         self.view = view
 
     def frame(self) -> np.ndarray:

@@ -231,14 +231,14 @@ class WorldModel(nn.Module):
 
     # ------------------------------------------------------------------ loss
     def loss(
-        self, batch: Batch, free_nats: float = 3.0, kl_balance: float | None = None
+        self, batch: Batch, free_nats: float = 3.0, kl_balance: float = 0.0
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """PlaNet's loss on a device batch (see :func:`rlkit.planet.dataset.batch_to_device`).
 
         Args:
             batch: Time-major frames, actions and rewards.
             free_nats: KL below this many nats per step costs nothing.
-            kl_balance: None: PlaNet's KL(post || prior), which trains both sides alike.
+            kl_balance: 0: PlaNet's KL(post || prior), which trains both sides alike.
                 alpha in (0, 1): DreamerV2's KL balancing, alpha * KL(sg(post) || prior) +
                 (1 - alpha) * KL(post || sg(prior)), each with the free nats: the prior
                 (which planning uses) moves towards the posterior faster than the other way.
@@ -259,7 +259,7 @@ class WorldModel(nn.Module):
             ).sum(-1)
 
         kl = kl_of(posts, priors)
-        if kl_balance is None:
+        if not kl_balance:
             kl_loss = kl.clamp(min=free_nats).mean()
         else:
             sg = lambda st: State(*(f.detach() for f in st))  # noqa: E731

@@ -346,7 +346,7 @@ class _Loop:
             loss, parts = model.loss(
                 batch_to_device(host, self.device),
                 cfg.loss_value("free_nats", self.device),
-                cfg.loss_value("kl_balance", self.device) or None,
+                cfg.loss_value("kl_balance", self.device),
             )
             if not torch.isfinite(loss):
                 raise ValueError(
