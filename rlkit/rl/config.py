@@ -90,14 +90,6 @@ class RLConfig:
     init_from: str | None = field(
         default=None, metadata={"help": "train_bc.py output folder to warm-start the actor from"}
     )
-    value_prefit: int = field(
-        default=0,
-        metadata={
-            "help": "PPO with --init-from: steps each env drives the BC policy before training; "
-            "the value head is fitted to their discounted returns (counted in --timesteps; "
-            "0: off; docs/rl.md)"
-        },
-    )
     demos: str | None = field(
         default=None, metadata={"help": "LeRobot demonstrations to pre-fill the replay buffer"}
     )
@@ -278,7 +270,6 @@ class RLConfig:
                 "learning_starts": (0, 1e10),
                 "n_steps": (2, 1e6),
                 "critic_warmup": (0, 1e10),
-                "value_prefit": (0, 1e7),
                 "bc_weight": (0, 1e6),
                 "seed": (0, 2**32 - 1),
                 "parallel": (1, 4096),

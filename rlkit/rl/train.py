@@ -51,7 +51,6 @@ from rlkit.rl.callbacks import (
     save_model_atomic,
 )
 from rlkit.rl.config import ALGOS, RLConfig
-from rlkit.rl.critic import prefit_value
 from rlkit.rollout import (
     ACTION_KEY,
     OBS_KEY,
@@ -287,16 +286,15 @@ def _train(
     try:
         clock = WallClock()
         resumed = _resume(cfg, run, env, device) if run.resuming else None
-        t0 = time.perf_counter()
         if resumed is not None:
             model, clock = resumed
         else:
             model = _new_model(cfg, env, bc_meta, env_config, device)
-            _prefit(cfg, model)
-        start_steps = 0 if resumed is None else model.num_timesteps
-        if cfg.timesteps > model.num_timesteps:
+        start_steps = model.num_timesteps
+        t0 = time.perf_counter()
+        if cfg.timesteps > start_steps:
             callbacks = _callbacks(cfg, run, model, env_config, clock, t0)
-            _learn(cfg, model, callbacks, model.num_timesteps, model.num_timesteps == 0, progress)
+            _learn(cfg, model, callbacks, start_steps, resumed is None, progress)
             if cfg.checkpoint_every:
                 # the final state: a kill while the outputs below are written resumes here
                 save_checkpoint(run, model, clock)
@@ -361,19 +359,6 @@ def _new_model(
         n = prefill_demos(model, cfg.demos, env_config, cfg.obs_key, cfg.action_key)
         logger.info("replay buffer pre-filled with %d demo transitions", n)
     return model
-
-
-def _prefit(cfg: RLConfig, model: BaseAlgorithm) -> None:
-    """``--value-prefit``: PPO's value head fitted to the BC policy's returns; the env steps
-    it drove count as trained ones (and as critic warm-up)."""
-    if not (cfg.value_prefit and cfg.init_from and isinstance(model, PPO)):
-        return
-    t = time.perf_counter()
-    model.num_timesteps, explained = prefit_value(model, cfg.value_prefit)
-    say(
-        f"value head fitted to the BC policy's returns: {model.num_timesteps:,} env steps, "
-        f"{time.perf_counter() - t:.1f} s, explained variance {explained:.2f}"
-    )
 
 
 def _callbacks(
