@@ -550,3 +550,17 @@ def test_abort_waits_for_a_writer_thread_its_pool_never_recorded(tmp_path: Path)
         late.start()
         w.abort()
         assert finished == [True] and not (tmp_path / "out").exists()
+
+
+def test_nonfinite_rows_finds_nan_and_inf_also_when_a_sum_overflows():
+    from rlkit.lerobot.files import nonfinite_rows
+
+    big = np.full((5, 3), 3e38, dtype=np.float32)  # finite values whose sum is inf
+    assert nonfinite_rows(big).tolist() == []
+    big[1, 2], big[3, 0] = np.nan, -np.inf
+    assert nonfinite_rows(big).tolist() == [1, 3]
+    ok = np.arange(12, dtype=np.float64).reshape(4, 3)
+    assert nonfinite_rows(ok).tolist() == []
+    ok[2, 1] = np.inf
+    assert nonfinite_rows(ok).tolist() == [2]
+    assert nonfinite_rows(np.arange(4)).tolist() == []  # integers are always finite
