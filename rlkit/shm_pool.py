@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterator
 from multiprocessing import shared_memory
+from multiprocessing.pool import TERMINATE
 from pathlib import Path
 from typing import Any
 
@@ -156,10 +157,32 @@ def imap_watching_workers(pool: Any, jobs: list[Any]) -> Iterator[dict[str, Any]
             except mp.TimeoutError:
                 dead = [p for p in procs if p.exitcode is not None]
                 if dead:
+                    _unjam(pool)
                     raise WorkerDied(
                         f"worker process {dead[0].pid} died with exit code {dead[0].exitcode} "
                         "(killed, or out of memory?)"
                     ) from None
+
+
+def _unjam(pool: Any) -> None:
+    """Make ``pool.terminate()`` safe after a worker was killed. A worker killed inside the
+    ``get`` of a task or the ``put`` of a result leaves that queue's lock held forever, and
+    CPython's ``Pool.terminate`` then blocks on it (seen: a SIGKILL during a result's
+    write). Stop the pool from starting replacements, kill its workers, then free the two
+    locks only workers take (this process holds the other ends of the queues)."""
+    handler = pool._worker_handler
+    handler._state = TERMINATE
+    pool._change_notifier.put(None)
+    handler.join(timeout=5)
+    for proc in pool._pool:
+        if proc.exitcode is None:
+            proc.kill()
+    for proc in pool._pool:
+        proc.join(timeout=5)
+    for lock in (pool._inqueue._rlock, pool._outqueue._wlock):
+        if lock is not None:
+            lock.acquire(block=False)  # held by a dead worker, or free: either way ...
+            lock.release()  # ... free now
 
 
 def _pool_context(preload: str | None) -> mp.context.BaseContext:
