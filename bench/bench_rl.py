@@ -136,11 +136,15 @@ def seeds_run(args: argparse.Namespace, t_start: float) -> int:
         cmd += ["--seeds", str(args.seeds), "--", *rl_args]
         print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            print(proc.stdout[-5000:], file=sys.stderr)
+        # the pipeline's progress as it runs (its stages print a line at least every 10 s)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            print(f"pipeline | {line}", end="", file=sys.stderr, flush=True)
+        if proc.wait() != 0:
+            print(f"the pipeline failed with exit code {proc.returncode}", file=sys.stderr)
             return proc.returncode
+        wall = time.perf_counter() - t0
         summary = json.loads((run / "summary.json").read_text())
         agg = json.loads((run / "rl" / "aggregate.json").read_text())
         curves = run / "rl" / "learning_curves.png"
@@ -170,7 +174,7 @@ def seeds_run(args: argparse.Namespace, t_start: float) -> int:
     print(f"{'goal':<42} {'stat':<6} {'value':>8}  {'95% CI':<20} {'target':<8} met")
     for r in rows:
         v = "-" if r["value"] is None else f"{r['value']:.4g}"
-        ci = "-" if r["ci"] is None else f"{r['ci'][0]:.4g} .. {r['ci'][1]:.4g}"
+        ci = "-" if r["ci"] is None or None in r["ci"] else f"{r['ci'][0]:.4g} .. {r['ci'][1]:.4g}"
         print(f"{r['goal']:<42} {r['statistic']:<6} {v:>8}  {ci:<20} {r['target']:<8} "
               f"{'yes' if r['met'] else 'NO'}")  # fmt: skip
     report = {
