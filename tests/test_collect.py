@@ -186,37 +186,41 @@ def test_a_killed_worker_process_fails_the_run_instead_of_hanging(tmp_path, monk
     assert list(tmp_path.iterdir()) == []
 
 
-DIES_HOLDING_THE_RESULT_LOCK = """
+DIES_HOLDING_A_QUEUE_LOCK = """
 import os, signal, sys
 from rlkit.shm_pool import WorkerDied, map_unordered
 
-def die_holding_the_result_lock(i):
-    if i == 3:  # a real SIGKILL while this worker holds the result queue's write lock
+QUEUE, LOCK = sys.argv[1].split(".")
+
+def die_holding_a_queue_lock(i):
+    if i == 3:  # a real SIGKILL while this worker holds a lock of the pool's queues
         frame = sys._getframe()
-        while "outqueue" not in frame.f_locals:
+        while QUEUE not in frame.f_locals:
             frame = frame.f_back
-        frame.f_locals["outqueue"]._wlock.acquire()
+        getattr(frame.f_locals[QUEUE], LOCK).acquire()
         os.kill(os.getpid(), signal.SIGKILL)
     return {"i": i}
 
 if __name__ == "__main__":
     try:
-        for _ in map_unordered(die_holding_the_result_lock, [(i,) for i in range(50)], 2, "t"):
+        for _ in map_unordered(die_holding_a_queue_lock, [(i,) for i in range(50)], 2, "t"):
             pass
     except WorkerDied as e:
         print("WorkerDied:", e)
 """
 
 
-def test_a_worker_killed_while_holding_a_queue_lock_does_not_hang_the_pool(tmp_path):
+@pytest.mark.parametrize("lock", ["outqueue._wlock", "inqueue._rlock"])  # in put / in get
+def test_a_worker_killed_while_holding_a_queue_lock_does_not_hang_the_pool(tmp_path, lock):
     """CPython's Pool.terminate blocks forever on a queue lock a killed worker held; the
     pool is unjammed before it is terminated."""
     import subprocess
     import sys
 
     script = tmp_path / "dies.py"
-    script.write_text(DIES_HOLDING_THE_RESULT_LOCK)
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    script.write_text(DIES_HOLDING_A_QUEUE_LOCK)
+    cmd = [sys.executable, str(script), lock]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert "WorkerDied: worker process" in out.stdout, out.stderr
     assert "exit code -9" in out.stdout
 
