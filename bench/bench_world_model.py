@@ -14,22 +14,22 @@ Measures, in one run (every ratio from figures taken in this run):
    and float32 (RAM held and ms per batch).
 4. Lazy mode: LRU cache hit rate and ms per batch at cache sizes of 25 % and 100 % of the
    decoded data (steady state, after warm-up batches).
-6. The 2-thread ceiling at that moment: GIL-free zlib inflate on 1 vs 2 threads (on a shared
+5. The 2-thread ceiling at that moment: GIL-free zlib inflate on 1 vs 2 threads (on a shared
    machine the other tenants' load bounds every parallel speedup above).
-5. World model train step (s) at the cpu preset (B=16, L=32) on 1 and 2 torch threads, float32
-   and with bfloat16 convs, and
-   CEM planning time per action (cpu preset: 300 candidates, 5 iterations, horizon 12).
+6. World model train step (s) at the cpu preset (B=16, L=32) on 1 and 2 torch threads, float32
+   and with bfloat16 convs, and CEM planning time per action (cpu preset: 300 candidates, 5
+   iterations, horizon 12).
 
 7. ``--learning-run RUN``: only the learning figures of a finished ``train_world_model.py``
    run: its newest checkpoint's planner vs the random policy vs the same planner on the true
    Pendulum dynamics (the "perfect model"), same episodes, and the run's reconstruction-loss
    curve (``bench_world_model_learning.json`` beside the other results).
-9. ``--ablation``: model and loss variants on fixed data, scored by open-loop prediction
-   (``world_model_ablation.py``; ``bench_world_model_ablation.json``).
 8. ``--seeds S [S ...]``: only the learning bench across seeds: each seed a budgeted run
    (``--minutes``, ``--parallel``), each evaluated on the same ``--eval-episodes``; mean, IQM,
    95 % bootstrap CI and the worst seed against the baselines (``world_model_seeds.py``;
    ``bench_world_model_seeds_<env>.json``).
+9. ``--ablation``: model and loss variants on fixed data, scored by open-loop prediction
+   (``world_model_ablation.py``; ``bench_world_model_ablation.json``).
 
 Usage::
 

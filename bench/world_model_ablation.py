@@ -42,7 +42,7 @@ ACTION_REPEAT, CONTEXT, HORIZON = 4, 5, 12
 TRAIN_PLANNED, TRAIN_RANDOM, TEST_PLANNED, TEST_RANDOM = 18, 6, 5, 1
 
 _BASE = {"bf16": False, "kl_balance": 0.0, "free_nats": 3.0, "batch": 16, "seq": 32}
-#: Arm -> settings: bf16 convs, KL balance (None: PlaNet's KL), free nats, batch, seq len.
+#: Arm -> settings: bf16 convs, KL balance (0: PlaNet's KL), free nats, batch, seq len.
 ARMS: dict[str, dict[str, Any]] = {
     "fp32, PlaNet loss (before)": _BASE,
     "bf16 convs": {**_BASE, "bf16": True},

@@ -70,13 +70,18 @@ def _train(seed: int, work: Path, args: argparse.Namespace, threads: int) -> int
         return proc.wait()
 
 
+def _parallel(args: argparse.Namespace, seeds: list[int]) -> int:
+    """Seeds trained at once."""
+    return max(1, min(args.parallel, len(seeds)))
+
+
 def _threads(args: argparse.Namespace, seeds: list[int]) -> int:
     """Torch threads per seed: the cores shared by the seeds trained at once."""
-    return max(1, available_cores() // max(1, min(args.parallel, len(seeds))))
+    return max(1, available_cores() // _parallel(args, seeds))
 
 
 def _train_all(seeds: list[int], work: Path, args: argparse.Namespace) -> None:
-    parallel = max(1, min(args.parallel, len(seeds)))
+    parallel = _parallel(args, seeds)
     threads = _threads(args, seeds)
     failed: list[str] = []
     lock = threading.Lock()
