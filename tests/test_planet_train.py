@@ -307,6 +307,28 @@ def test_racing_ego_camera_is_recorded_and_kept_apart_from_top_view_episodes(tmp
         cfg_of(tmp_path / "d3", tmp_path / "o3", "--camera-view", "ego")
 
 
+def test_racing_dashboard_shows_speed_and_steering_and_is_recorded(tmp_path: Path) -> None:
+    env = make_pixel_env("racing", action_repeat=4, view="ego")
+    strip = env.reset(seed=3)[-4:]  # the bottom 4 rows: speed bar, then steering bar
+    assert not strip.any()  # at rest, wheels straight: an empty black strip
+    for _ in range(6):
+        obs = env.step(np.array([1.0, 1.0]))[0]  # full left lock, full throttle
+    sim = env.env.sim
+    speed_px = (obs[-4:-2] == 235).all(axis=-1).sum(axis=1)  # white pixels per row
+    assert (speed_px == round(sim.v[0] / sim.config.car.max_speed * 64)).all() and speed_px[0] > 5
+    steer = obs[-2:, :, 2] == 255  # blue, left of the centre for a left turn
+    assert steer[:, :32].sum() > 0 and steer[:, 32:].sum() == 0
+    bare = make_pixel_env("racing", action_repeat=4, view="ego", dashboard=False)
+    assert bare.reset(seed=3)[-4:].any()  # the road behind the car, no strip
+    args = ("--env", "racing", "--iterations", "1", "--camera-view", "ego")
+    train_world_model(cfg_of(tmp_path / "d", tmp_path / "o", *args), progress=False)
+    assert json.loads((tmp_path / "d" / "env.json").read_text())["dashboard"] is True
+    with pytest.raises(ValueError, match="dashboard: folder has True, run wants None"):
+        train_world_model(
+            cfg_of(tmp_path / "d", tmp_path / "o2", *args, "--no-dashboard"), progress=False
+        )
+
+
 @pytest.mark.slow
 def test_cpu_preset_learns_to_reconstruct_pendulum_frames(tmp_path: Path) -> None:
     """A real (short) run with the cpu preset's model: the reconstruction loss falls."""

@@ -26,6 +26,7 @@ __all__ = [
     "VIEWS",
     "PygameNotInstalled",
     "PygameWindow",
+    "draw_dashboard",
     "import_pygame",
     "render_ego_frame",
     "render_frame",
@@ -37,6 +38,7 @@ GRASS = np.array([62, 138, 58], dtype=np.uint8)
 ROAD = np.array([96, 96, 100], dtype=np.uint8)
 EDGE = np.array([235, 235, 235], dtype=np.uint8)
 CAR = np.array([220, 30, 30], dtype=np.uint8)
+DASH_STEER = np.array([60, 140, 255], dtype=np.uint8)
 
 
 def _frame_transform(track: Track, size: int) -> tuple[float, float, float]:
@@ -187,6 +189,30 @@ def render_view(sim: RacingSim, car: int, size: int, view: str = "top") -> np.nd
     if view != "top":
         raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
     return render_frame(sim, car, size)
+
+
+def draw_dashboard(frame: np.ndarray, speed: float, steer: float) -> np.ndarray:
+    """Paint a dashboard over the bottom rows of ``frame`` (in place; returned): a black strip
+    (1/16 of the height, at least 2 rows) whose upper half is a white speed bar growing from
+    the left (``speed`` in [0, 1] of top speed) and whose lower half is a blue steering bar
+    growing from the centre (``steer`` in [-1, 1], positive = left lock, drawn to the left).
+
+    The car's speed and steering angle are not visible in one top-down or ego frame (a straight
+    road looks the same at any speed); gymnasium's CarRacing shows its true speed and steering
+    the same way, below the picture.
+    """
+    size = frame.shape[1]
+    rows = max(2, frame.shape[0] // 16)
+    half = rows // 2
+    strip = frame[-rows:]
+    strip[:] = 0
+    n = int(round(float(np.clip(speed, 0.0, 1.0)) * size))
+    strip[:half, :n] = EDGE
+    mid = size // 2
+    k = int(round(float(np.clip(steer, -1.0, 1.0)) * mid))
+    lo, hi = (mid - k, mid) if k > 0 else (mid, mid - k)
+    strip[half:, lo:hi] = DASH_STEER
+    return frame
 
 
 # ------------------------------------------------------------------ human rendering

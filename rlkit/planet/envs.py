@@ -9,7 +9,9 @@
   own ``render_mode="rgb_array"`` (pygame, 500x500) and shrinks it with PIL's box filter;
   ``bench/bench_world_model.py`` measures both.
 * **racing**: ``rlkit/Racing-v0`` rendered top-down by :func:`rlkit.envs.render_frame` at
-  64x64 natively (the static track image is cached, only the car is painted per frame).
+  64x64 natively (the static track image is cached, only the car is painted per frame), or
+  from behind the car; by default with a dashboard (speed and steering bars) in the bottom
+  rows, since neither is visible in one frame.
 
 Actions are normalised to [-1, 1] for every env (pendulum torque = 2 * action), so the
 planner and the stored episodes use one range. ``action_repeat`` repeats each action and
@@ -151,12 +153,17 @@ class PixelPendulum(_RepeatEnv):
 class PixelRacing(_RepeatEnv):
     """``rlkit/Racing-v0`` at 64x64, seen top-down (the whole track) or from behind the car
     (``view="ego"``, the camera of ``collect --camera-view ego``); action [steer, throttle]
-    in [-1, 1]."""
+    in [-1, 1]. ``dashboard=True`` paints the speed and steering bars of
+    :func:`rlkit.envs.render.draw_dashboard` over the bottom 4 rows."""
 
     name = "racing"
 
     def __init__(
-        self, action_repeat: int = 2, max_episode_steps: int | None = None, view: str = "top"
+        self,
+        action_repeat: int = 2,
+        max_episode_steps: int | None = None,
+        view: str = "top",
+        dashboard: bool = True,
     ) -> None:
         from rlkit.envs.racing import RacingEnv
         from rlkit.envs.render import VIEWS
@@ -165,12 +172,17 @@ class PixelRacing(_RepeatEnv):
             raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
         overrides = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
         super().__init__(RacingEnv(**overrides), action_repeat, 1.0)  # frames: render_view
-        self.view = view
+        self.view, self.dashboard = view, dashboard
 
     def frame(self) -> np.ndarray:
-        from rlkit.envs.render import render_view
+        from rlkit.envs.render import draw_dashboard, render_view
 
-        return render_view(self.env.sim, 0, IMAGE_SIZE, self.view)
+        sim = self.env.sim
+        img = render_view(sim, 0, IMAGE_SIZE, self.view)
+        if self.dashboard:
+            car = sim.config.car
+            draw_dashboard(img, sim.v[0] / car.max_speed, sim.delta[0] / car.max_steer)
+        return img
 
 
 def make_pixel_env(
@@ -179,6 +191,7 @@ def make_pixel_env(
     max_episode_steps: int | None = None,
     render: Literal["native", "gym"] = "native",
     view: str = "top",
+    dashboard: bool = True,
 ) -> PixelEnv:
     """Build the pixel env ``name`` (``pendulum`` or ``racing``).
 
@@ -190,6 +203,7 @@ def make_pixel_env(
         render: Pendulum frames from the numpy rasteriser (``native``) or gymnasium's pygame
             renderer shrunk from 500x500 (``gym``). Racing always renders natively.
         view: Racing's camera: ``top`` (the whole track) or ``ego`` (behind the car).
+        dashboard: Racing: speed and steering bars over the bottom rows of every frame.
 
     Raises:
         ValueError: For an unknown env name.
@@ -197,5 +211,5 @@ def make_pixel_env(
     if name == "pendulum":
         return PixelPendulum(action_repeat, max_episode_steps, render)
     if name == "racing":
-        return PixelRacing(action_repeat, max_episode_steps, view)
+        return PixelRacing(action_repeat, max_episode_steps, view, dashboard)
     raise ValueError(f"env must be one of {', '.join(ENVS)}, got {name!r}")

@@ -71,24 +71,32 @@ class EpisodeInfo:
     length: int  # T, the number of actions (obs has T + 1 frames)
     action_dim: int
     nbytes: int  # decoded size of all arrays, bytes
+    terminated: bool = False  # the env terminated after the last action (not a time limit)
 
 
-def _read_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shapes and dtypes of the arrays of an ``.npz``, inflating only each member's first bytes.
+def _read_headers(path: Path) -> tuple[dict[str, tuple[tuple[int, ...], np.dtype]], bool]:
+    """Shapes and dtypes of the arrays of an ``.npz``, inflating only each member's first
+    bytes, and whether the episode ended in termination (the last value of ``terminal``, a
+    small member read whole).
 
     Also checks that every member's data is all there (the file is not cut short) and that
     its size matches the header.
     """
     headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    terminated = False
     for name, info, f in _members(path):
-        head = f.read(min(info.compress_size, 4096))
+        whole = name == "terminal"
+        head = f.read(info.compress_size if whole else min(info.compress_size, 4096))
         if info.compress_type == zipfile.ZIP_DEFLATED:
-            head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(head, 4096)
+            limit = info.file_size if whole else 4096
+            head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(head, max(limit, 1))
         shape, _, dtype, offset = _npy_header(head)
         if offset + math.prod(shape) * dtype.itemsize != info.file_size:
             raise ValueError(f"{name}: size does not match its header")
         headers[name] = (shape, dtype)
-    return headers
+        if whole and len(head) == info.file_size and math.prod(shape) > 0:
+            terminated = bool(np.frombuffer(head, dtype, offset=offset)[-1])
+    return headers, terminated
 
 
 def inspect_episode(path: Path, index: int = -1) -> EpisodeInfo:
@@ -98,7 +106,7 @@ def inspect_episode(path: Path, index: int = -1) -> EpisodeInfo:
         EpisodeFormatError: The file is not a zip, misses a key, or has wrong dtypes/shapes.
     """
     try:
-        h = _read_headers(path)
+        h, terminated = _read_headers(path)
     except (OSError, zipfile.BadZipFile, zlib.error, ValueError, EOFError, struct.error) as e:
         raise EpisodeFormatError(f"{path}: unreadable or truncated ({e})") from e
     missing = [k for k in REQUIRED if k not in h]
@@ -121,7 +129,7 @@ def inspect_episode(path: Path, index: int = -1) -> EpisodeInfo:
             raise EpisodeFormatError(f"{path}: {key} must have shape ({t},), got {h[key][0]}")
     nbytes = sum(int(np.prod(s)) * d.itemsize for s, d in h.values())
     del act_dt
-    return EpisodeInfo(index, path, t, act_shape[1], nbytes)
+    return EpisodeInfo(index, path, t, act_shape[1], nbytes, terminated)
 
 
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, (version .. sizes), name len, extra len
@@ -283,7 +291,8 @@ class EpisodeStorage:
                 )
                 raise ValueError(
                     f"{self.root} holds episodes of another environment ({text}); "
-                    "use another data_dir or the matching --env/--action-repeat/--camera-view"
+                    "use another data_dir or the matching --env, --action-repeat, "
+                    "--camera-view or --[no-]dashboard"
                 )
             return
         episodes = self.discover()
