@@ -60,6 +60,31 @@ def test_start_positions_are_uniform_over_valid_pairs(tmp_path: Path) -> None:
     assert start.min() == 0 and start[ep == 0].max() == 5 and start[ep == 1].max() == 25
 
 
+def test_terminated_episodes_are_padded_with_absorbing_steps(tmp_path: Path) -> None:
+    st = fill(tmp_path, [3, 4, 12])  # 3 and 4 < seq_len: only the terminated one is sampled
+    crash = make_episode(t=3, seed=9, action_dim=2)
+    crash["terminal"][-1], crash["truncated"][-1] = True, False
+    crash["obs"][:, 0, 0, 0] = [10, 11, 12, 13]
+    st.add_episode(**crash)
+    assert [i.terminated for i in st.discover()] == [False, False, False, True]
+    ds = EpisodeDataset(st, seq_len=5, batch_size=64, train_steps=1, seed=1)
+    assert ds.num_episodes == 2  # the 12-step episode and the crash
+    ep, start = ds.sample_positions(np.random.default_rng(0), 20_000)
+    assert sorted(set(start[ep == 1].tolist())) == [0, 1, 2]  # every action starts a window
+    b = ds.gather(np.array([1, 1]), np.array([0, 2]))
+    # the crash's 3 real steps, then its last frame repeated, reward 0, terminal, any action
+    np.testing.assert_array_equal(b.obs[:, 0, 0, 0, 0], [10, 11, 12, 13, 13, 13])
+    np.testing.assert_array_equal(b.obs[:, 1, 0, 0, 0], [12, 13, 13, 13, 13, 13])
+    np.testing.assert_array_equal(b.reward[:3, 0], crash["reward"])
+    assert (b.reward[3:, 0] == 0).all() and (b.reward[1:, 1] == 0).all()
+    assert b.terminal[:, 1].all() and b.terminal[2:, 0].all() and not b.terminal[:2, 0].any()
+    np.testing.assert_array_equal(b.action[:3, 0], crash["action"])
+    pad = b.action[1:, 1]
+    assert np.abs(pad).max() <= 1 and np.unique(pad).size == pad.size  # random, in range
+    again = ds.gather(np.array([1, 1]), np.array([0, 2]))
+    np.testing.assert_array_equal(again.action, b.action)  # deterministic
+
+
 def test_refresh_loads_only_new_files(tmp_path: Path, monkeypatch) -> None:
     st = fill(tmp_path, [10, 10])
     ds = EpisodeDataset(st, seq_len=4, batch_size=4, train_steps=1)

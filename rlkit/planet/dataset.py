@@ -7,6 +7,15 @@ Time indices of one batch item (a subsequence of ``seq_len`` = L actions startin
     reward      r_i  r_i+1 ... r_i+L-1   r_t follows a_t (it is predicted from the state at t+1)
     terminal    d_i  ...        d_i+L-1  the env terminated after a_t
 
+An episode that ended in termination (the car left the road) is sampled as if it continued
+in an absorbing state: windows may start at any of its actions, and the steps after its end
+repeat its last frame with reward 0, ``terminal`` True and uniformly random actions. So
+every crash is trained on, however early it came (a short episode is not dropped), and the
+model learns that nothing follows one, whatever the actions -- the planner then sees a crash
+as the end of all reward, not only as one penalty (the absorbing states of Kostrikov et al.
+2019, "Discriminator-Actor-Critic"). Episodes cut by the time limit are sampled only whole
+windows inside them, as before; one shorter than ``seq_len`` is not sampled.
+
 A batch stacks B items **time-major**: obs (L+1, B, 64, 64, 3), action (L, B, A),
 reward (L, B), terminal (L, B) -- the layout of the seed's ``collate_episode_batch`` -- but
 it is built in one pass: B slices copied into one buffer of the final layout and dtype
@@ -96,7 +105,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
 
     Args:
         storage: The episode folder (its ``workers`` threads load and validate files).
-        seq_len: Actions per item (L); episodes with fewer actions are not sampled.
+        seq_len: Actions per item (L); episodes with fewer actions are not sampled unless
+            they ended in termination (then padded with absorbing steps).
         batch_size: Items per batch (B).
         train_steps: Batches per iteration; ``len(self) = batch_size * train_steps``.
         preload_dtype: Dtype of the frames held in RAM (``uint8``, ``float16``, ``float32``).
@@ -133,7 +143,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
         self.preload_dtype, self.seed = preload_dtype, seed
         self.cache_bytes = None if cache_mb is None else int(cache_mb * 1024**2)
         self.iteration = 0
-        self.infos: list[EpisodeInfo] = []  # sampled episodes (length >= seq_len)
+        self.infos: list[EpisodeInfo] = []  # sampled episodes (long enough or terminated)
         self.episodes: list[dict[str, np.ndarray]] = []  # RAM mode: parallel to infos
         self._known: set[Any] = set()  # every path seen, short episodes included
         self._cache: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
@@ -156,10 +166,10 @@ class EpisodeDataset(torch.utils.data.Dataset):
         """
         new = self.storage.discover(skip=self._known)
         self._known.update(i.path for i in new)
-        usable = [i for i in new if i.length >= self.seq_len]
+        usable = [i for i in new if i.length >= self.seq_len or i.terminated]
         if len(usable) < len(new):
             logger.info(
-                "%d episode(s) shorter than seq_len=%d are not sampled",
+                "%d episode(s) cut by the time limit before seq_len=%d actions are not sampled",
                 len(new) - len(usable),
                 self.seq_len,
             )
@@ -173,9 +183,14 @@ class EpisodeDataset(torch.utils.data.Dataset):
             usable = [info for info, _ in loaded]
             self.episodes.extend(ep for _, ep in loaded)
         self.infos.extend(usable)
-        counts = np.array([i.length - self.seq_len + 1 for i in self.infos], dtype=np.int64)
+        counts = np.array([self._windows(i) for i in self.infos], dtype=np.int64)
         self._starts = np.cumsum(counts)
         return len(usable)
+
+    def _windows(self, info: EpisodeInfo) -> int:
+        """Start positions of an episode: every action when it terminated (absorbing padding
+        after it), else the windows of ``seq_len`` inside it."""
+        return info.length if info.terminated else info.length - self.seq_len + 1
 
     @property
     def num_episodes(self) -> int:
@@ -229,7 +244,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
         """``n`` (episode, start) pairs, uniform over all valid pairs."""
         if not self.infos:
             raise RuntimeError(
-                f"no episode has >= seq_len={self.seq_len} actions in {self.storage.root}; "
+                f"no episode has >= seq_len={self.seq_len} actions or ends in termination in "
+                f"{self.storage.root}; "
                 "collect episodes first or lower --seq-len"
             )
         flat = rng.integers(0, self._starts[-1], size=n)
@@ -268,10 +284,17 @@ class EpisodeDataset(torch.utils.data.Dataset):
             k, i = int(episodes[b]), int(starts[b])
             if k != current:
                 current, ep = k, self._episode(k)
-            out.obs[:, b] = ep["obs"][i : i + L + 1]
-            out.action[:, b] = ep["action"][i : i + L]
-            out.reward[:, b] = ep["reward"][i : i + L]
-            out.terminal[:, b] = ep["terminal"][i : i + L]
+            n_real = min(L, len(ep["action"]) - i)  # < L: a terminated episode's end
+            out.obs[: n_real + 1, b] = ep["obs"][i : i + n_real + 1]
+            out.action[:n_real, b] = ep["action"][i : i + n_real]
+            out.reward[:n_real, b] = ep["reward"][i : i + n_real]
+            out.terminal[:n_real, b] = ep["terminal"][i : i + n_real]
+            if n_real < L:  # absorbing steps: the last frame, no reward, any action
+                rng = np.random.default_rng([self.seed, self.iteration, k, i])
+                out.obs[n_real + 1 :, b] = ep["obs"][-1]
+                out.action[n_real:, b] = rng.uniform(-1, 1, out.action[n_real:, b].shape)
+                out.reward[n_real:, b] = 0.0
+                out.terminal[n_real:, b] = True
         return out
 
     def _rng(self, first_index: int) -> np.random.Generator:
