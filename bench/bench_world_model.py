@@ -38,7 +38,8 @@ Usage::
     PYTHONPATH=. python bench/bench_world_model.py --quick    # smoke run, seconds
     PYTHONPATH=. python bench/bench_world_model.py --learning-run runs/world_model
     python bench/bench_world_model.py --seeds 0 1 2 --write-results       # pendulum, 30 min each
-    python bench/bench_world_model.py --seeds 0 1 2 --env racing --write-results   # 60 min each
+    python bench/bench_world_model.py --seeds 0 1 2 --env racing --parallel 3 \
+        --bc-policy runs/bc/bc_policy.pt --write-results          # 60 min, 3 seeds at once
 """
 
 from __future__ import annotations
@@ -372,10 +373,16 @@ def print_learning(res: dict[str, Any]) -> None:
             for c in res["curve"]
         ],  # fmt: skip
     )
-    rows = [["planner + learned model", f"{res['planner']['mean']:.1f}"]]
-    rows += [[name.replace("_", " "), f"{b['mean']:.1f}"] for name, b in res["baselines"].items()]
+    named = {"planner + learned model": res["planner"], **res["baselines"]}
+    racing = "lap_rate" in res["planner"]
+    rows = [
+        [name.replace("_", " "), f"{b['mean']:.1f}"]
+        + ([f"{100 * b['lap_rate']:.0f}%"] if racing else [])
+        for name, b in named.items()
+    ]
     n = len(res["planner"]["returns"])
-    print_table([f"policy ({n} episodes, same seeds)", "mean return"], rows)
+    head = [f"policy ({n} episodes, same seeds)", "mean return"] + (["laps"] if racing else [])
+    print_table(head, rows)
     gain = res["planner"]["mean"] - res["baselines"]["random"]["mean"]
     print(f"planner - random: {gain:+.1f}")
 
@@ -432,7 +439,10 @@ def main() -> int:
         "--work", default=None, help="--seeds / --ablation: folder of the runs or data (kept)"
     )
     p.add_argument(
-        "--wm-args", default="", help="--seeds: more train_world_model.py flags, one string"
+        "--wm-args",
+        default=None,
+        help="--seeds: train_world_model.py flags, one string (default: pendulum none, racing "
+        "'--camera-view ego'; the goals are judged with the default only)",
     )
     p.add_argument(
         "--bc-policy",
@@ -463,7 +473,7 @@ def main() -> int:
         t0 = time.perf_counter()
         res = bench_learning(args.learning_run, args.eval_episodes, args.checkpoint)
         print_learning(res)
-        path = output_path(args, NAME).with_name(f"{NAME}_learning.json")
+        path = args.output or output_path(args, NAME).with_name(f"{NAME}_learning.json")
         write_json(path, {**report_header(NAME, t0), "learning": res})
         print(f"\nwrote {path}")
         return 0

@@ -51,9 +51,10 @@ def eval_seeds(n: int) -> list[int]:
 
 def run_config(run: Path) -> WorldModelConfig:
     """The settings a ``train_world_model.py`` run used (its ``config.resolved.yml``)."""
-    return WorldModelConfig(
-        **yaml.safe_load((run / "config.resolved.yml").read_text())["world_model"]
-    )
+    path = run / "config.resolved.yml"
+    if not path.is_file():
+        raise SystemExit(f"{path}: not found; is {run} a train_world_model.py run folder?")
+    return WorldModelConfig(**yaml.safe_load(path.read_text())["world_model"])
 
 
 def _is_racing(env: PixelEnv) -> bool:
