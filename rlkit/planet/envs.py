@@ -1,6 +1,6 @@
 """Pixel environments for the world model: 64x64x3 uint8 observations, actions in [-1, 1].
 
-``make_pixel_env("pendulum" | "racing", action_repeat=2)`` returns a :class:`PixelEnv`:
+``make_pixel_env("pendulum" | "racing", action_repeat=4)`` returns a :class:`PixelEnv`:
 
 * **pendulum**: gymnasium ``Pendulum-v1`` (200 steps, never terminates). The frame is drawn
   from the pendulum angle by :func:`render_pendulum`, a numpy rasteriser of the same picture
@@ -120,7 +120,7 @@ class PixelPendulum(_RepeatEnv):
 
     def __init__(
         self,
-        action_repeat: int = 2,
+        action_repeat: int = 4,
         max_episode_steps: int | None = None,
         render: Literal["native", "gym"] = "native",
     ) -> None:
@@ -160,7 +160,7 @@ class PixelRacing(_RepeatEnv):
 
     def __init__(
         self,
-        action_repeat: int = 2,
+        action_repeat: int = 4,
         max_episode_steps: int | None = None,
         view: str = "top",
         dashboard: bool = True,
@@ -187,7 +187,7 @@ class PixelRacing(_RepeatEnv):
 
 def make_pixel_env(
     name: str,
-    action_repeat: int = 2,
+    action_repeat: int = 4,
     max_episode_steps: int | None = None,
     render: Literal["native", "gym"] = "native",
     view: str = "top",
