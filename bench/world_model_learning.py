@@ -54,7 +54,9 @@ def run_config(run: Path) -> WorldModelConfig:
     path = run / "config.resolved.yml"
     if not path.is_file():
         raise SystemExit(f"{path}: not found; is {run} a train_world_model.py run folder?")
-    return WorldModelConfig(**yaml.safe_load(path.read_text())["world_model"])
+    settings = yaml.safe_load(path.read_text())["world_model"]
+    settings.setdefault("dashboard", False)  # a run from before the option drew none
+    return WorldModelConfig(**settings)
 
 
 def _is_racing(env: PixelEnv) -> bool:
