@@ -230,7 +230,7 @@ class EpisodeStorage:
 
     Args:
         root: The data folder (created if missing).
-        workers: Threads for discovery/validation (1 = serial).
+        workers: Threads that decompress episodes (1 = serial); discovery runs serially.
     """
 
     def __init__(self, root: str | Path, workers: int = 4) -> None:
@@ -384,8 +384,10 @@ class EpisodeStorage:
     def discover(self, skip: set[Path] | frozenset[Path] = frozenset()) -> list[EpisodeInfo]:
         """Validate every episode file not in ``skip``; return them sorted by index.
 
-        Validation reads only each file's zip directory and array headers, ``workers``
-        files at a time. Bad files are skipped with a warning (once per file and process).
+        Validation reads only each file's zip directory and array headers, in this thread:
+        it is Python work under the GIL, which threads made ~2x slower on 2 cores
+        (``bench/bench_world_model.py``), where inflating (:meth:`load`) scales. Bad files
+        are skipped with a warning (once per file and process).
         """
         todo = [(i, p) for i, p in self.indexed() if p not in skip]
 
@@ -396,11 +398,7 @@ class EpisodeStorage:
                 self._warn_once(item[1], str(e))
                 return None
 
-        if self.workers > 1 and len(todo) > 1:
-            with ThreadPoolExecutor(self.workers) as pool:
-                infos = list(pool.map(check, todo))
-        else:
-            infos = [check(t) for t in todo]
+        infos = [check(t) for t in todo]
         return [i for i in infos if i is not None]
 
     def load(
