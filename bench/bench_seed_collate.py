@@ -40,21 +40,32 @@ SETTINGS = {
 
 
 def child(repeats: int) -> None:
-    """Time the seed's path in this process; print one JSON line."""
+    """Time the seed's path (``bench_world_model``'s copy of it) in this process; print one
+    JSON line."""
     import resource
 
     import numpy as np
-    import torch
+
+    try:
+        from bench_world_model import SeedStyleDataset, collate_episode_batch
+    except ImportError:
+        from bench.bench_world_model import SeedStyleDataset, collate_episode_batch
 
     rng = np.random.default_rng(0)
-    eps = [rng.integers(0, 256, (101, 64, 64, 3), dtype=np.uint8) for _ in range(100)]
+    np.random.seed(0)  # SeedStyleDataset draws with numpy's global generator, as the seed did
+    episodes = [
+        {
+            "obs": rng.integers(0, 256, (101, 64, 64, 3), dtype=np.uint8),
+            "action": np.zeros((100, 1), np.float32),
+            "reward": np.zeros(100, np.float32),
+            "terminal": np.zeros(100, bool),
+        }
+        for _ in range(100)
+    ]
+    ds = SeedStyleDataset(episodes, 50)
 
     def batch() -> None:
-        items = []
-        for _ in range(50):
-            ep, i = eps[rng.integers(100)], int(rng.integers(51))
-            items.append(torch.from_numpy(ep[i : i + 50].astype(np.float32) / 255.0))
-        torch.stack(items).permute(1, 0, 2, 3, 4)
+        collate_episode_batch([ds[0] for _ in range(50)])
 
     rounds = []
     for _ in range(repeats):

@@ -168,8 +168,9 @@ class EpisodeDataset(torch.utils.data.Dataset):
         self._known.update(i.path for i in new)
         usable = [i for i in new if i.length >= self.seq_len or i.terminated]
         if len(usable) < len(new):
-            logger.info(
-                "%d episode(s) cut by the time limit before seq_len=%d actions are not sampled",
+            logger.warning(
+                "%d episode(s) cut by the time limit before seq_len=%d actions are not sampled; "
+                "lower --seq-len or raise --max-episode-steps to train on them",
                 len(new) - len(usable),
                 self.seq_len,
             )
