@@ -8,14 +8,18 @@ Measures, in one run (every ratio from figures taken in this run):
    written with ``EpisodeStorage``; then discovery (headers only) and discovery + loading
    (full decompression) with ``--no-parallel-loading`` (1 thread) and 2 / 4 threads, best
    of ``--repeats`` interleaved runs (goal: >= 1.7x for loading on 2 cores).
-3. Batch assembly at B=50, T=50 (ms per batch, ready float32 tensors): the seed's path
-   (per-item float32 conversion + ``torch.stack`` + permute) vs rlkit's uint8 gather into one
-   time-major buffer converted once (goal >= 20x); the same for frames preloaded as float16
-   and float32 (RAM held and ms per batch).
+3. Batch assembly at B=50, T=50 (ms and minor page faults per batch, as handed over and
+   as ready float32 tensors): the seed's path (per-item float32 conversion + ``torch.stack``
+   + permute) vs rlkit's uint8 gather into one reused time-major buffer converted once
+   (goal >= 20x); the same for frames preloaded as float16 and float32 (RAM held). Each
+   path allocates differently, and whether new memory page-faults depends on the process's
+   malloc state, so this part runs twice, each in a fresh child process: under glibc's
+   defaults (the seed's ~360 MB of new arrays per batch fault in, ~60k faults) and with
+   freed memory reused (``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` raised).
 4. Lazy mode: LRU cache hit rate and ms per batch at cache sizes of 25 % and 100 % of the
    decoded data (steady state, after warm-up batches).
-5. The 2-thread ceiling at that moment: GIL-free zlib inflate on 1 vs 2 threads (on a shared
-   machine the other tenants' load bounds every parallel speedup above).
+5. The 2-thread ceiling in the same rounds as step 2: GIL-free zlib inflate on 1 vs 2
+   threads (on a shared machine the other tenants' load bounds every parallel speedup above).
 6. World model train step (s) at the cpu preset (B=16, L=32) on 1 and 2 torch threads, float32
    and with bfloat16 convs, and CEM planning time per action (cpu preset: 300 candidates, 5
    iterations, horizon 12).
@@ -45,7 +49,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -102,6 +110,11 @@ def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
     return min(times), statistics.median(times)
 
 
+def minor_faults() -> int:
+    """Minor page faults of this process so far (a fresh page touched for the first time)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 # ---------------------------------------------------------------------- 1. rendering
 def bench_render(frames: int) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
@@ -141,9 +154,14 @@ def write_episodes(root: Path, n: int) -> tuple[float, int]:
     return time.perf_counter() - t0, nbytes
 
 
-def bench_loading(root: Path, repeats: int) -> list[dict[str, Any]]:
+def bench_loading(root: Path, repeats: int) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Discovery and loading on 1, 2 and 4 threads, and the machine's 2-thread ceiling
+    (:func:`inflate_ceiling`), all interleaved in each of ``repeats`` rounds so that the
+    other tenants' load hits every setting and the ceiling alike; best of the rounds."""
     rows = {w: {"threads": w, "discover": [], "load": []} for w in (1, 2, 4)}
-    for _ in range(repeats):  # interleaved, so load changes hit every setting alike
+    inflate = inflate_ceiling()
+    ceiling: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(repeats):
         for w, row in rows.items():
             st = EpisodeStorage(root, workers=w)
             t0 = time.perf_counter()
@@ -152,6 +170,8 @@ def bench_loading(root: Path, repeats: int) -> list[dict[str, Any]]:
             t0 = time.perf_counter()
             EpisodeDataset(st, 50, 50, 1)
             row["load"].append(time.perf_counter() - t0)
+        for w in (1, 2):
+            ceiling[w].append(inflate(w))
     out = []
     for w, row in rows.items():
         out.append(
@@ -167,7 +187,27 @@ def bench_loading(root: Path, repeats: int) -> list[dict[str, Any]]:
     for r in out:
         r["discover_speedup"] = out[0]["discover_s"] / r["discover_s"]
         r["load_speedup"] = out[0]["load_s"] / r["load_s"]
-    return out
+    return out, {"inflate_1_thread_s": min(ceiling[1]), "inflate_2_threads_s": min(ceiling[2]),
+                 "speedup_2_threads": min(ceiling[1]) / min(ceiling[2])}  # fmt: skip
+
+
+def inflate_ceiling() -> Callable[[int], float]:
+    """What the machine gives two threads right now: a timer of zlib inflate (which releases
+    the GIL) of 8 x 20 MB on ``w`` threads, one call each with the output size known, as the
+    episode reader does. On a shared machine this bounds any loading speedup."""
+    import zlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(0)
+    blob = zlib.compress(rng.integers(0, 4, 20_000_000, dtype=np.uint8).tobytes())
+
+    def run(w: int) -> float:
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(w) as pool:
+            list(pool.map(lambda _: zlib.decompress(blob, bufsize=20_000_000), range(8)))
+        return time.perf_counter() - t0
+
+    return run
 
 
 # ---------------------------------------------------------------------- 3. batches
@@ -207,25 +247,47 @@ def collate_episode_batch(batch):
     )
 
 
+#: The two allocator states a batch path can meet. The seed's path allocates ~360 MB of new
+#: arrays per batch; under glibc's defaults the large ones are mmapped and returned on free,
+#: so every page faults in again (~60k minor faults per batch). A process whose allocator
+#: keeps freed memory ("reuse") pays none, and which state a long-lived process is in
+#: depends on its allocation history, so each is timed in a fresh child process.
+MALLOC_SETTINGS = {
+    "default": {},
+    "reuse": {"MALLOC_MMAP_THRESHOLD_": "268435456", "MALLOC_TRIM_THRESHOLD_": "1073741824"},
+}
+
+
 def bench_batches(root: Path, n_batches: int, repeats: int) -> dict[str, Any]:
-    """ms per batch of each path, as the loader hands it over ("assembly") and once
-    converted to float32 model input (on CPU here; on a GPU rlkit converts there)."""
+    """ms and minor page faults per batch of each path, as the loader hands it over
+    ("assembly") and once converted to float32 model input (on CPU here; on a GPU rlkit
+    converts there). Runs in this process: see :func:`bench_batches_per_malloc`."""
     B, T = 50, 50
     st = EpisodeStorage(root, workers=4)
     cpu = torch.device("cpu")
     seed_ds = SeedStyleDataset([ep for _, ep in st.load(st.discover())], T)
 
+    def timed(fn: Callable[[], None]) -> tuple[float, float, float]:
+        """(best ms, median ms, minor faults) per batch over ``repeats`` calls of ``fn``,
+        after one untimed call (first-touch of reused buffers and of the heap)."""
+        fn()
+        f0 = minor_faults()
+        best, med = best_of(fn, repeats)
+        faults = (minor_faults() - f0) / (repeats * n_batches)
+        return 1e3 * best / n_batches, 1e3 * med / n_batches, faults
+
     def seed_path() -> None:
         for _ in range(n_batches):
             collate_episode_batch([seed_ds[0] for _ in range(B)])
 
-    seed_s, seed_med = best_of(seed_path, repeats)
+    seed_ms, seed_med, seed_faults = timed(seed_path)
     seed_ds.episodes = []  # free the float path's copies
     out: dict[str, Any] = {
         "batch_size": B,
         "seq_len": T,
-        "seed_ms": 1e3 * seed_s / n_batches,
-        "seed_median_ms": 1e3 * seed_med / n_batches,
+        "seed_ms": seed_ms,
+        "seed_median_ms": seed_med,
+        "seed_minor_faults": seed_faults,
         "rlkit": [],
     }
     for dtype in ("uint8", "float16", "float32"):
@@ -239,21 +301,40 @@ def bench_batches(root: Path, n_batches: int, repeats: int) -> dict[str, Any]:
             for k in range(n_batches):
                 batch_to_device(ds.sample_batch(k * B, reuse=True), cpu)
 
-        a_s, a_med = best_of(assemble, repeats)
-        c_s, c_med = best_of(convert, repeats)
+        a_ms, a_med, a_faults = timed(assemble)
+        c_ms, c_med, c_faults = timed(convert)
         out["rlkit"].append(
             {
                 "preload_dtype": dtype,
-                "assembly_ms": 1e3 * a_s / n_batches,
-                "assembly_median_ms": 1e3 * a_med / n_batches,
-                "with_float32_cpu_ms": 1e3 * c_s / n_batches,
-                "with_float32_cpu_median_ms": 1e3 * c_med / n_batches,
+                "assembly_ms": a_ms,
+                "assembly_median_ms": a_med,
+                "assembly_minor_faults": a_faults,
+                "with_float32_cpu_ms": c_ms,
+                "with_float32_cpu_median_ms": c_med,
+                "with_float32_cpu_minor_faults": c_faults,
                 "ram_mb": ds.nbytes / 1024**2,
-                "assembly_speedup_vs_seed": seed_s / a_s,
-                "with_float32_speedup_vs_seed": seed_s / c_s,
+                "assembly_speedup_vs_seed": seed_ms / a_ms,
+                "with_float32_speedup_vs_seed": seed_ms / c_ms,
             }
         )
         del ds
+    return out
+
+
+def bench_batches_per_malloc(root: Path, n_batches: int, repeats: int) -> dict[str, Any]:
+    """:func:`bench_batches` in a fresh child process per :data:`MALLOC_SETTINGS` entry, so
+    that neither this process's allocation history nor the order of the paths decides
+    whether their memory page-faults."""
+    out = {}
+    for name, env in MALLOC_SETTINGS.items():
+        cmd = [sys.executable, __file__, "--batches-child", str(root)]
+        cmd += ["--repeats", str(repeats), "--batches", str(n_batches)]
+        # Only the settings' own variables differ between the children.
+        base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        res = subprocess.run(cmd, env={**base, **env}, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise SystemExit(f"the batch bench's {name} child failed:\n{res.stderr}")
+        out[name] = {"env": env, **json.loads(res.stdout.strip().splitlines()[-1])}
     return out
 
 
@@ -283,27 +364,6 @@ def bench_cache(root: Path, n_batches: int) -> list[dict[str, Any]]:
     return rows
 
 
-def bench_parallel_ceiling(repeats: int) -> dict[str, float]:
-    """What the machine gives two threads right now: zlib inflate (which releases the GIL)
-    of 8 x 20 MB on 1 and 2 threads, one call each with the output size known, as the episode
-    reader does. On a shared machine this bounds any loading speedup."""
-    import zlib
-    from concurrent.futures import ThreadPoolExecutor
-
-    rng = np.random.default_rng(0)
-    blob = zlib.compress(rng.integers(0, 4, 20_000_000, dtype=np.uint8).tobytes())
-    times: dict[int, list[float]] = {1: [], 2: []}
-    for _ in range(repeats):
-        for w in (1, 2):
-            t0 = time.perf_counter()
-            with ThreadPoolExecutor(w) as pool:
-                list(pool.map(lambda _: zlib.decompress(blob, bufsize=20_000_000), range(8)))
-            times[w].append(time.perf_counter() - t0)
-    return {"inflate_1_thread_s": min(times[1]), "inflate_2_threads_s": min(times[2]),
-            "speedup_2_threads": min(times[1]) / min(times[2])}  # fmt: skip
-
-
-# ---------------------------------------------------------------------- 5. model
 def bench_model(root: Path, steps: int) -> dict[str, Any]:
     st = EpisodeStorage(root, workers=4)
     sizes = PRESETS["cpu"]
@@ -391,7 +451,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     p.add_argument("--episodes", type=int, default=None, help="episodes written (default 500)")
-    p.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 3)")
+    p.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 5)")
     add_output_args(p, NAME)
     p.add_argument(
         "--learning-run",
@@ -455,7 +515,13 @@ def main() -> int:
         default=None,
         help="checkpoint file name under RUN/checkpoints for --learning-run (default: newest)",
     )
+    p.add_argument("--batches-child", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--batches", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.batches_child is not None:  # one malloc setting of bench_batches_per_malloc
+        res = bench_batches(args.batches_child, args.batches, args.repeats)
+        print(json.dumps(res))
+        return 0
     mode = None  # the learning benches run alone: (run, print, JSON name)
     if args.ablation:
         mode = (ablation_run, print_ablation, f"{NAME}_ablation")
@@ -478,7 +544,7 @@ def main() -> int:
         print(f"\nwrote {path}")
         return 0
     n_eps = args.episodes or (20 if args.quick else 500)
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats or (1 if args.quick else 5)
     n_batches = 2 if args.quick else 10
     t_start = time.perf_counter()
     threads0 = torch.get_num_threads()
@@ -490,10 +556,9 @@ def main() -> int:
         print(f"writing {n_eps} episodes ...", file=sys.stderr)
         write_s, disk = write_episodes(root, n_eps)
         print("loading ...", file=sys.stderr)
-        ceiling = bench_parallel_ceiling(repeats)
-        loading = bench_loading(root, repeats)
+        loading, ceiling = bench_loading(root, repeats)
         print("batches ...", file=sys.stderr)
-        batches = bench_batches(root, n_batches, repeats)
+        batches = bench_batches_per_malloc(root, n_batches, repeats)
         cache = bench_cache(root, n_batches)
         print("model ...", file=sys.stderr)
         model = bench_model(root, 2 if args.quick else 5)
@@ -523,34 +588,43 @@ def main() -> int:
         ],
     )
     print(
-        f"2-thread ceiling now (GIL-free zlib inflate, same run): "
+        f"2-thread ceiling (GIL-free zlib inflate, interleaved with the loading rounds): "
         f"{ceiling['speedup_2_threads']:.2f}x"
     )
-    print(
-        f"\nBatches, B=50 x T=50 (best of {repeats}): as handed over by the loader, and as float32"
-    )
-    rows = [
-        [
-            "seed: per-item float32 + torch.stack",
-            f"{batches['seed_ms']:.1f}",
-            "1.0x",
-            f"{batches['seed_ms']:.1f}",
-            "1.0x",
-            "-",
+    for name, res in batches.items():
+        how = {"default": "glibc's defaults", "reuse": "freed memory reused"}[name]
+        print(
+            f"\nBatches, B=50 x T=50 (best of {repeats}; malloc: {how}, fresh process): as "
+            "handed over by the loader, and as float32"
+        )
+        rows = [
+            [
+                "seed: per-item float32 + torch.stack",
+                f"{res['seed_ms']:.1f}",
+                "1.0x",
+                f"{res['seed_ms']:.1f}",
+                "1.0x",
+                f"{res['seed_minor_faults']:.0f}",
+                "-",
+            ]
         ]
-    ]
-    rows += [
-        [
-            f"rlkit: {r['preload_dtype']} gather into one buffer",
-            f"{r['assembly_ms']:.1f}",
-            f"{r['assembly_speedup_vs_seed']:.1f}x",
-            f"{r['with_float32_cpu_ms']:.1f}",
-            f"{r['with_float32_speedup_vs_seed']:.1f}x",
-            f"{r['ram_mb']:.0f}",
+        rows += [
+            [
+                f"rlkit: {r['preload_dtype']} gather into one buffer",
+                f"{r['assembly_ms']:.1f}",
+                f"{r['assembly_speedup_vs_seed']:.1f}x",
+                f"{r['with_float32_cpu_ms']:.1f}",
+                f"{r['with_float32_speedup_vs_seed']:.1f}x",
+                f"{r['assembly_minor_faults']:.0f} / {r['with_float32_cpu_minor_faults']:.0f}",
+                f"{r['ram_mb']:.0f}",
+            ]
+            for r in res["rlkit"]
         ]
-        for r in batches["rlkit"]
-    ]
-    print_table(["path", "ms/batch", "speedup", "+ float32 on CPU ms", "speedup", "RAM MB"], rows)
+        print_table(
+            ["path", "ms/batch", "speedup", "+ float32 on CPU ms", "speedup", "faults/batch",
+             "RAM MB"],
+            rows,
+        )  # fmt: skip
     print(f"\nLazy mode (--cache-images): LRU cache, steady state over {2 * n_batches} batches")
     print_table(
         ["cache size", "MB", "hit rate", "ms/batch"],

@@ -28,7 +28,7 @@ from bench_env import report_header, write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 #: Run order: cheap and foundational first.
-BENCHMARKS = ("env", "collect", "bc", "rl", "rl_guard", "world_model", "seed_collate", "merge")
+BENCHMARKS = ("env", "collect", "bc", "rl", "rl_guard", "world_model", "merge")
 
 
 def main() -> int:
