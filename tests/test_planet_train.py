@@ -148,6 +148,27 @@ def test_killed_run_resumes_from_the_last_good_checkpoint(tmp_path: Path, capsys
     assert [r["iteration"] for r in rows] == ["0", "1", "2"]
 
 
+def test_tensorboard_keeps_the_steps_of_metrics_csv_across_a_resume(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data, out = tmp_path / "d", tmp_path / "o"
+    train_world_model(cfg_of(data, out, "--iterations", "3", "--tensorboard"), progress=False)
+    # as if killed after iteration 3 logged its metrics, before its checkpoint landed
+    (out / "checkpoints" / "ckpt_000003.pt").unlink()
+    r = train_world_model(cfg_of(data, out, "--iterations", "4", "--tensorboard"), progress=False)
+    assert r.resumed_from == 2
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    acc = EventAccumulator(str(out / "tb"))
+    acc.Reload()
+    steps = [int(r["train_step"]) for r in rows]
+    assert steps == [2, 4, 6, 8]  # the logged-then-lost iteration 3 once, from the rerun
+    assert [e.step for e in acc.Scalars("train/loss")] == steps
+    assert [e.step for e in acc.Scalars("collect/return")] == steps
+    logged = [e.value for e in acc.Scalars("train/loss")]
+    assert logged == pytest.approx([float(r["loss"]) for r in rows], rel=1e-5)
+
+
 def test_sigkill_mid_run_leaves_no_corrupt_file(tmp_path: Path) -> None:
     import os
     import signal
