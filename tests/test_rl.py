@@ -117,6 +117,7 @@ def test_ppo_action_std_follows_its_schedule_not_the_gradient(bc_export, tmp_pat
         timesteps=512,
         n_steps=32,
         action_std=[0.3, 0.05],
+        gae_lambda=0.9,
         lr_schedule="linear",
         critic_warmup=64,
         init_from=str(bc_export),
@@ -132,6 +133,7 @@ def test_ppo_action_std_follows_its_schedule_not_the_gradient(bc_export, tmp_pat
     np.testing.assert_allclose(std, [0.08125, 0.08125], rtol=1e-6)
     assert model.policy.log_std.requires_grad  # the saved model stays trainable
     assert model.learning_rate(0.0) == 0.0  # linear decay to 0 at the end
+    assert model.gae_lambda == 0.9
 
 
 def test_resume_continues_with_the_replay_buffer(bc_export, tmp_path):

@@ -70,6 +70,11 @@ class RLConfig:
         default=None,
         metadata={"help": "PPO: stop a rollout's epochs once the approximate KL passes this"},
     )
+    gae_lambda: float = field(
+        default=0.95,
+        metadata={"help": "PPO: GAE's lambda, how far the advantages look ahead before "
+                  "trusting the value head (1: the whole rollout)"},
+    )  # fmt: skip
     gradient_steps: int | None = field(
         default=None,
         metadata={"help": "off-policy: gradient steps per update (default: one per env step)"},
@@ -263,6 +268,7 @@ class RLConfig:
                 "batch_size": (1, 2**20),
                 "lr": (1e-10, 1),
                 "target_kl": (1e-6, 100),
+                "gae_lambda": (0, 1),
                 "gamma": (0, 1),
                 "gradient_steps": (1, 1e6),
                 "train_freq": (1, 1e6),

@@ -152,7 +152,12 @@ def build_model(
         if cfg.algo == "td3":
             kwargs["action_noise"] = NormalActionNoise(np.zeros(2), 0.1 * np.ones(2))
     else:
-        kwargs.update(n_steps=cfg.n_steps, batch_size=cfg.batch_size, target_kl=cfg.target_kl)
+        kwargs.update(
+            n_steps=cfg.n_steps,
+            batch_size=cfg.batch_size,
+            target_kl=cfg.target_kl,
+            gae_lambda=cfg.gae_lambda,
+        )
     return cls("MlpPolicy", env, **kwargs)
 
 
