@@ -18,11 +18,16 @@ Measures, in one run on this machine:
 Every case runs in a fresh subprocess (so peak RSS is its own) ``--repeats`` times; the best
 wall time is reported (neighbours on a shared machine only ever add time), the median is kept.
 
+``--compare-with CHECKOUT`` runs every rlkit case also with the ``rlkit`` package of another
+checkout (e.g. ``git worktree add /tmp/before COMMIT``), its runs interleaved with this one's,
+and prints both side by side: a regression check of a change against the code before it.
+
 Usage::
 
     PYTHONPATH=. python bench/bench_merge.py          # minutes -> bench/results/local/
     PYTHONPATH=. python bench/bench_merge.py --write-results  # -> bench/results/ (tracked)
     PYTHONPATH=. python bench/bench_merge.py --quick  # smoke run, seconds; figures mean nothing
+    python bench/bench_merge.py --compare-with /tmp/before   # this checkout vs another
 """
 
 from __future__ import annotations
@@ -274,12 +279,14 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
         }
     wall = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return {"wall_s": wall, "peak_rss_mb": peak_kb / 1024, **extra}
+    rlkit_dir = str(Path(sys.modules["rlkit"].__file__).parent)  # which checkout ran
+    return {"wall_s": wall, "peak_rss_mb": peak_kb / 1024, "rlkit": rlkit_dir, **extra}
 
 
-def run_subprocess(spec: dict[str, Any]) -> dict[str, Any]:
+def run_subprocess(spec: dict[str, Any], repo: Path = REPO) -> dict[str, Any]:
+    """One case in a fresh process that imports ``rlkit`` from ``repo``."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--run-case", json.dumps(spec)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -288,8 +295,17 @@ def run_subprocess(spec: dict[str, Any]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def measure(spec: dict[str, Any], repeats: int) -> dict[str, Any]:
-    runs = [run_subprocess(spec) for _ in range(repeats)]
+def measure(spec: dict[str, Any], repeats: int, repos: tuple[Path, ...] = (REPO,)) -> list[dict]:
+    """``repeats`` runs of ``spec`` per checkout in ``repos``, interleaved (A B A B ...) so that
+    the other tenants' load hits each alike; one summary per checkout, in ``repos`` order."""
+    runs: dict[Path, list[dict[str, Any]]] = {r: [] for r in repos}
+    for _ in range(repeats):
+        for repo in repos:
+            runs[repo].append(run_subprocess(spec, repo))
+    return [summarise(spec, runs[r]) | {"repo": str(r)} for r in repos]
+
+
+def summarise(spec: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
     walls = [r["wall_s"] for r in runs]
     best = runs[int(np.argmin(walls))]
     frames = best["frames"]
@@ -304,6 +320,7 @@ def measure(spec: dict[str, Any], repeats: int) -> dict[str, Any]:
         "episodes": best["episodes"],
         "data_files": best.get("data_files"),
         "phases_s": best.get("phases_s"),
+        "rlkit": best["rlkit"],
     }
 
 
@@ -325,6 +342,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="runs per case (rlkit 3, baseline 1)")
     p.add_argument("--workers", type=int, default=None, help="merger threads (default: auto)")
     p.add_argument("--tmp", type=Path, default=None, help="scratch folder (default: system tmp)")
+    p.add_argument(
+        "--compare-with",
+        type=Path,
+        default=None,
+        metavar="CHECKOUT",
+        help="also run every rlkit case with the rlkit of this checkout (e.g. a git worktree of "
+        "an older commit), interleaved with this one's runs: a side-by-side regression check",
+    )
     p.add_argument("--run-case", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     q = args.quick
@@ -368,9 +393,13 @@ def main(argv: list[str] | None = None) -> int:
             spec["workers"] = args.workers
             label = f"{spec['impl']} {src_kind}->{spec['version']} pad_to={spec['pad_to']}"
             print(f"{label} ({repeats}x) ...", file=sys.stderr)
-            res = measure(spec, repeats)
-            res["sources"] = src_kind
-            results.append(res)
+            repos = (REPO,)
+            if spec["impl"] == "rlkit" and args.compare_with is not None:
+                repos = (REPO, args.compare_with.resolve())
+            for res, tag in zip(measure(spec, repeats, repos), ("", " (compared)"), strict=False):
+                res["sources"] = src_kind
+                res["impl"] += tag
+                results.append(res)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -381,7 +410,12 @@ def main(argv: list[str] | None = None) -> int:
         return None
 
     rows = []
+    compared = []
     for r in results:
+        if r["impl"] == "rlkit (compared)":
+            now = find("rlkit", r["sources"], r["version"], r["pad_to"])
+            assert now is not None
+            compared.append((r, now))
         base = (
             find("baseline", r["sources"], "v2.1", r["pad_to"]) if r["sources"] == "v21" else None
         )
@@ -408,6 +442,20 @@ def main(argv: list[str] | None = None) -> int:
         ["merger", "sources", "output", "pad to", "wall s", "frames/s", "peak RSS MB", "vs base"],
         rows,
     )
+    if compared:
+        print(f"\nThis checkout against {args.compare_with} (interleaved runs; best and median):")
+        print_table(
+            ["sources", "output", "pad to", "wall s now", "wall s compared", "now/compared",
+             "median now/compared", "RSS MB now", "RSS MB compared"],
+            [
+                [old["sources"], old["version"], str(old["pad_to"] or "max"),
+                 f"{now['wall_s_best']:.2f}", f"{old['wall_s_best']:.2f}",
+                 f"{now['wall_s_best'] / old['wall_s_best']:.2f}",
+                 f"{now['wall_s_median'] / old['wall_s_median']:.2f}",
+                 f"{now['peak_rss_mb']:,.0f}", f"{old['peak_rss_mb']:,.0f}"]
+                for old, now in compared
+            ],
+        )  # fmt: skip
     main_case = find("rlkit", "v21", "v3.0", None)
     v3_case = find("rlkit", "v3", "v3.0", None)
     assert main_case is not None and v3_case is not None
@@ -442,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "repeats": args.repeats,
         "workers": args.workers,
+        "compare_with": str(args.compare_with) if args.compare_with else None,
         "source_write_s": gen_s,
         "wall_s": "in-process wall time of the merge call, best of the repeats (subprocess each)",
         "rlkit": "rlkit.lerobot.merge.merge, output validated (validate_dataset) before publish",
