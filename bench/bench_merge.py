@@ -292,7 +292,10 @@ def run_subprocess(spec: dict[str, Any], repo: Path = REPO) -> dict[str, Any]:
     if proc.returncode != 0:
         raise RuntimeError(f"case {spec} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     shutil.rmtree(spec["output"], ignore_errors=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    if Path(res["rlkit"]).resolve() != (repo / "rlkit").resolve():
+        raise RuntimeError(f"the case imported rlkit from {res['rlkit']}, not from {repo}")
+    return res
 
 
 def measure(spec: dict[str, Any], repeats: int, repos: tuple[Path, ...] = (REPO,)) -> list[dict]:
@@ -352,6 +355,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--run-case", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    other = args.compare_with
+    if other is not None and not (other / "rlkit" / "__init__.py").is_file():
+        p.error(f"--compare-with {other}: no rlkit package there; pass a checkout's root "
+                "(git worktree add /tmp/before COMMIT)")  # fmt: skip
     q = args.quick
     args.episodes = args.episodes or (20 if q else 1000)
     args.frames = args.frames or (50 if q else 500)

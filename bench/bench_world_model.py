@@ -364,6 +364,7 @@ def bench_cache(root: Path, n_batches: int) -> list[dict[str, Any]]:
     return rows
 
 
+# ---------------------------------------------------------------------- 5. model
 def bench_model(root: Path, steps: int) -> dict[str, Any]:
     st = EpisodeStorage(root, workers=4)
     sizes = PRESETS["cpu"]
