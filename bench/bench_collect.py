@@ -43,14 +43,20 @@ import numpy as np
 
 try:  # `python bench/bench_collect.py` puts bench/ on sys.path
     from bench_env import (
+        add_compare_arg,
         add_output_args,
+        check_compare_arg,
+        checkout_env,
         machine_info,
         print_table,
         save_record,
     )
 except ImportError:  # `python -m bench.bench_collect`
     from bench.bench_env import (
+        add_compare_arg,
         add_output_args,
+        check_compare_arg,
+        checkout_env,
         machine_info,
         print_table,
         save_record,
@@ -58,7 +64,8 @@ except ImportError:  # `python -m bench.bench_collect`
 
 NAME = "bench_collect"
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "collect_demonstrations.py"
+SCRIPT_NAME = "collect_demonstrations.py"
+SCRIPT = REPO / SCRIPT_NAME
 TARGET_SPEEDUP = 1.8  # 2 workers over 1 at 1000 episodes, 2 idle cores
 TARGET_CLEAN_LAPS = 0.98  # fraction of held-out tracks lapped without leaving the track
 
@@ -95,11 +102,13 @@ def run_collect(
     max_steps: int,
     cwd: Path,
     extra: tuple[str, ...] = (),
+    repo: Path = REPO,
 ) -> dict[str, Any]:
-    """One ``collect_demonstrations.py`` subprocess; wall time includes process start."""
+    """One ``collect_demonstrations.py`` subprocess of the checkout ``repo``; wall time
+    includes process start."""
     cmd = [
         sys.executable,
-        str(SCRIPT),
+        str(repo / SCRIPT_NAME),
         "--episodes",
         str(episodes),
         "--workers",
@@ -113,10 +122,8 @@ def run_collect(
         "--overwrite",
         *extra,
     ]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     busy0, t0 = busy_core_seconds(), time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=checkout_env(repo), capture_output=True, text=True)
     wall, busy1 = time.perf_counter() - t0, busy_core_seconds()
     if proc.returncode != 0:
         raise RuntimeError(
@@ -143,56 +150,86 @@ def data_tables_equal(a: Path, b: Path) -> bool:
 
 
 def bench_collection(
-    episodes: list[int], workers: list[int], repeats: int, seed: int, max_steps: int
+    episodes: list[int],
+    workers: list[int],
+    repeats: int,
+    seed: int,
+    max_steps: int,
+    compare_with: Path | None = None,
 ) -> dict[str, Any]:
-    """Every (E, W) run ``repeats`` times, W interleaved within a repeat; datasets compared."""
+    """Every (E, W) run ``repeats`` times, W interleaved within a repeat; datasets compared.
+    With ``compare_with``, each run is followed by the same run of that checkout's script,
+    and its figures go under ``"compared"`` (its datasets compared with this checkout's)."""
     out: dict[str, Any] = {}
+    repos = {"": REPO} | ({"c": compare_with} if compare_with is not None else {})
     tmp = Path(tempfile.mkdtemp(prefix="rlkit-bench-collect-"))
     try:
         for e in episodes:
-            runs: dict[int, list[dict[str, Any]]] = {w: [] for w in workers}
+            runs = {(tag, w): [] for tag in repos for w in workers}
             for r in range(repeats):
                 for w in workers:
-                    print(f"collect E={e} W={w} (repeat {r + 1}/{repeats}) ...", file=sys.stderr)
-                    runs[w].append(run_collect(e, w, tmp / f"w{w}", seed, max_steps, tmp))
-            w_ref = workers[0]
-            per_w = {}
-            for w in workers:
-                walls = [x["wall_s"] for x in runs[w]]
-                inproc = [x["inprocess_wall_s"] for x in runs[w] if x["inprocess_wall_s"]]
-                # Best of the repeats: this shared machine only ever adds time (neighbours),
-                # so the minimum is the least disturbed measurement; the median is kept too.
-                best = runs[w][walls.index(min(walls))]
-                wall, cpu = best["wall_s"], best["cpu_core_s"]
-                per_w[str(w)] = {
-                    "wall_s_best": wall,
-                    "wall_s_median": statistics.median(walls),
-                    "wall_s": walls,
-                    "inprocess_wall_s_best": min(inproc) if inproc else None,
-                    # of the best run: CPU the machine spent (all processes and threads),
-                    # and how many cores were busy on average
-                    "cpu_core_s": cpu,
-                    "cores_busy": cpu / wall if cpu is not None else None,
-                    "episodes_per_s": e / wall,
-                    "frames": runs[w][-1]["frames"],
-                    "lap_rate_pct": runs[w][-1]["lap_rate_pct"],
-                    "off_track_pct": runs[w][-1]["off_track_pct"],
-                    f"identical_to_workers_{w_ref}": data_tables_equal(
-                        tmp / f"w{w_ref}", tmp / f"w{w}"
-                    ),
-                }
-            ref_wall = per_w[str(1)]["wall_s_best"] if 1 in workers else None
-            for w in workers:
-                per_w[str(w)]["speedup_vs_1_worker"] = (
-                    ref_wall / per_w[str(w)]["wall_s_best"] if ref_wall else None
+                    for tag, repo in repos.items():
+                        who = f", {repo}" if tag else ""
+                        print(f"collect E={e} W={w}{who} (repeat {r + 1}/{repeats}) ...",
+                              file=sys.stderr)  # fmt: skip
+                        runs[tag, w].append(
+                            run_collect(e, w, tmp / f"{tag}w{w}", seed, max_steps, tmp, repo=repo)
+                        )
+            out[str(e)] = summarise_collection(e, workers, {w: runs["", w] for w in workers}, tmp)
+            if compare_with is not None:
+                other = summarise_collection(
+                    e, workers, {w: runs["c", w] for w in workers}, tmp, "c"
                 )
-            identical = all(v[f"identical_to_workers_{w_ref}"] for v in per_w.values())
-            out[str(e)] = {"workers": per_w, "datasets_identical": identical}
-            for w in workers:
-                shutil.rmtree(tmp / f"w{w}", ignore_errors=True)
+                for w in workers:
+                    other["workers"][str(w)]["identical_to_this_checkout"] = data_tables_equal(
+                        tmp / f"w{w}", tmp / f"cw{w}"
+                    )
+                out[str(e)]["compared"] = other
+            for tag in repos:
+                for w in workers:
+                    shutil.rmtree(tmp / f"{tag}w{w}", ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def summarise_collection(
+    e: int, workers: list[int], runs: dict[int, list[dict[str, Any]]], tmp: Path, tag: str = ""
+) -> dict[str, Any]:
+    """Best and median per worker count, speedups, and whether every W wrote the same data."""
+    w_ref = workers[0]
+    per_w = {}
+    for w in workers:
+        walls = [x["wall_s"] for x in runs[w]]
+        inproc = [x["inprocess_wall_s"] for x in runs[w] if x["inprocess_wall_s"]]
+        # Best of the repeats: this shared machine only ever adds time (neighbours),
+        # so the minimum is the least disturbed measurement; the median is kept too.
+        best = runs[w][walls.index(min(walls))]
+        wall, cpu = best["wall_s"], best["cpu_core_s"]
+        per_w[str(w)] = {
+            "wall_s_best": wall,
+            "wall_s_median": statistics.median(walls),
+            "wall_s": walls,
+            "inprocess_wall_s_best": min(inproc) if inproc else None,
+            # of the best run: CPU the machine spent (all processes and threads),
+            # and how many cores were busy on average
+            "cpu_core_s": cpu,
+            "cores_busy": cpu / wall if cpu is not None else None,
+            "episodes_per_s": e / wall,
+            "frames": runs[w][-1]["frames"],
+            "lap_rate_pct": runs[w][-1]["lap_rate_pct"],
+            "off_track_pct": runs[w][-1]["off_track_pct"],
+            f"identical_to_workers_{w_ref}": data_tables_equal(
+                tmp / f"{tag}w{w_ref}", tmp / f"{tag}w{w}"
+            ),
+        }
+    ref_wall = per_w[str(1)]["wall_s_best"] if 1 in workers else None
+    for w in workers:
+        per_w[str(w)]["speedup_vs_1_worker"] = (
+            ref_wall / per_w[str(w)]["wall_s_best"] if ref_wall else None
+        )
+    identical = all(v[f"identical_to_workers_{w_ref}"] for v in per_w.values())
+    return {"workers": per_w, "datasets_identical": identical}
 
 
 # ---------------------------------------------------------------------- expert laps
@@ -391,6 +428,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--repeats", type=int, default=3, help="runs per (episodes, workers); the best is reported"
     )
     p.add_argument("--seed", type=int, default=0, help="run seed (collection and eval tracks)")
+    add_compare_arg(p)
     p.add_argument(
         "--camera",
         type=int,
@@ -412,6 +450,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.max_steps < 1 or args.repeats < 1:
         p.error("--max-steps and --repeats must be >= 1")
     args.workers = sorted(set(args.workers))
+    check_compare_arg(p, args)
     return args
 
 
@@ -424,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()  # before the runs: the load average says how quiet it was
 
     collection = bench_collection(
-        args.episodes, args.workers, args.repeats, args.seed, args.max_steps
+        args.episodes, args.workers, args.repeats, args.seed, args.max_steps, args.compare_with
     )
     print(f"expert on {args.tracks} held-out tracks ...", file=sys.stderr)
     laps = bench_expert_laps(args.tracks, args.seed)
@@ -461,6 +500,21 @@ def main(argv: list[str] | None = None) -> int:
         ],
         rows,
     )
+    if args.compare_with is not None:
+        print(f"\nThis checkout against {args.compare_with} (interleaved runs; best and median):")
+        print_table(
+            ["episodes", "workers", "wall s now", "wall s compared", "now/compared",
+             "median now/compared", "same data"],
+            [
+                [e, w, f"{now['wall_s_best']:.2f}", f"{old['wall_s_best']:.2f}",
+                 f"{now['wall_s_best'] / old['wall_s_best']:.2f}",
+                 f"{now['wall_s_median'] / old['wall_s_median']:.2f}",
+                 "yes" if old["identical_to_this_checkout"] else "NO"]
+                for e, res in collection.items()
+                for (w, now), old in zip(res["workers"].items(),
+                                         res["compared"]["workers"].values(), strict=True)
+            ],
+        )  # fmt: skip
     big = collection[str(max(args.episodes))]["workers"]
     if 1 in args.workers and 2 in args.workers:
         sp = big["2"]["speedup_vs_1_worker"]
@@ -509,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
             "repeats": args.repeats,
             "seed": args.seed,
             "max_steps": args.max_steps,
+            "compare_with": str(args.compare_with) if args.compare_with else None,
             "noise": "collect_demonstrations.py default",
             "collect_command": (
                 f"{sys.executable} {SCRIPT} --episodes E --workers W --seed {args.seed} "

@@ -111,6 +111,37 @@ def add_output_args(p: argparse.ArgumentParser, name: str) -> None:
     )
 
 
+def add_compare_arg(p: argparse.ArgumentParser) -> None:
+    """``--compare-with CHECKOUT``: also run the measured tool from another checkout."""
+    p.add_argument(
+        "--compare-with",
+        type=Path,
+        default=None,
+        metavar="CHECKOUT",
+        help="also run every rlkit case with the rlkit of this checkout (e.g. `git worktree add "
+        "/tmp/before COMMIT`), interleaved with this one's runs: a side-by-side regression check",
+    )
+
+
+def check_compare_arg(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a ``--compare-with`` folder without an ``rlkit`` package (the runs would
+    silently import the installed one)."""
+    other = args.compare_with
+    if other is not None and not (other / "rlkit" / "__init__.py").is_file():
+        p.error(f"--compare-with {other}: no rlkit package there; pass a checkout's root "
+                "(git worktree add /tmp/before COMMIT)")  # fmt: skip
+    if other is not None:
+        args.compare_with = other.resolve()
+
+
+def checkout_env(repo: Path) -> dict[str, str]:
+    """This process's environment with ``repo`` first on ``PYTHONPATH``: a child started
+    with it imports that checkout's ``rlkit``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH")) if p)
+    return env
+
+
 def output_path(args: argparse.Namespace, name: str) -> Path:
     """``--output``, else the tracked file with ``--write-results``, else ``local/``."""
     if args.output is not None:

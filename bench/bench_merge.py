@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import statistics
@@ -49,14 +48,20 @@ import numpy as np
 
 try:  # `python bench/bench_merge.py` puts bench/ on sys.path
     from bench_env import (
+        add_compare_arg,
         add_output_args,
+        check_compare_arg,
+        checkout_env,
         print_table,
         report_header,
         save_record,
     )
 except ImportError:  # `python -m bench.bench_merge`
     from bench.bench_env import (
+        add_compare_arg,
         add_output_args,
+        check_compare_arg,
+        checkout_env,
         print_table,
         report_header,
         save_record,
@@ -285,10 +290,8 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_subprocess(spec: dict[str, Any], repo: Path = REPO) -> dict[str, Any]:
     """One case in a fresh process that imports ``rlkit`` from ``repo``."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH")) if p)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--run-case", json.dumps(spec)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=checkout_env(repo), capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"case {spec} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     shutil.rmtree(spec["output"], ignore_errors=True)
@@ -345,20 +348,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="runs per case (rlkit 3, baseline 1)")
     p.add_argument("--workers", type=int, default=None, help="merger threads (default: auto)")
     p.add_argument("--tmp", type=Path, default=None, help="scratch folder (default: system tmp)")
-    p.add_argument(
-        "--compare-with",
-        type=Path,
-        default=None,
-        metavar="CHECKOUT",
-        help="also run every rlkit case with the rlkit of this checkout (e.g. a git worktree of "
-        "an older commit), interleaved with this one's runs: a side-by-side regression check",
-    )
+    add_compare_arg(p)
     p.add_argument("--run-case", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    other = args.compare_with
-    if other is not None and not (other / "rlkit" / "__init__.py").is_file():
-        p.error(f"--compare-with {other}: no rlkit package there; pass a checkout's root "
-                "(git worktree add /tmp/before COMMIT)")  # fmt: skip
+    check_compare_arg(p, args)
     q = args.quick
     args.episodes = args.episodes or (20 if q else 1000)
     args.frames = args.frames or (50 if q else 500)
@@ -402,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label} ({repeats}x) ...", file=sys.stderr)
             repos = (REPO,)
             if spec["impl"] == "rlkit" and args.compare_with is not None:
-                repos = (REPO, args.compare_with.resolve())
+                repos = (REPO, args.compare_with)
             for res, tag in zip(measure(spec, repeats, repos), ("", " (compared)"), strict=False):
                 res["sources"] = src_kind
                 res["impl"] += tag
