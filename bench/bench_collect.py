@@ -14,13 +14,16 @@ Measures, in one run on this machine:
    (project target: >= 98 % of tracks lapped without leaving the track).
 
 Every figure is measured in this run; wall times are the best of ``--repeats`` interleaved runs
-(the median is in the JSON too).
+(the median is in the JSON too). ``--compare-with CHECKOUT`` follows each collection run with
+the same run of another checkout's script (e.g. a ``git worktree`` of an older commit) and
+prints both side by side, with their datasets compared table for table.
 
 Usage::
 
     PYTHONPATH=. python bench/bench_collect.py           # minutes -> bench/results/local/
     PYTHONPATH=. python bench/bench_collect.py --write-results  # -> bench/results/ (tracked)
     PYTHONPATH=. python bench/bench_collect.py --quick   # smoke run, a few seconds
+    python bench/bench_collect.py --compare-with /tmp/before   # this checkout vs another
 """
 
 from __future__ import annotations
