@@ -241,6 +241,12 @@ def test_bad_inputs(tmp_path, capsys):
     assert main(["--resume", "--output", str(tmp_path / "none")]) == 1
     assert "does not exist; start a new run without --resume" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+    # a PPO-only setting with another algorithm is an error, not silently ignored
+    with pytest.raises(SystemExit) as e:
+        main(["--algo", "sac", "--gae-lambda", "0.9", "--output", str(tmp_path / "s")])
+    assert e.value.code == 2
+    assert "only PPO reads --gae-lambda; --algo sac would ignore it" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
 
 
 def test_checkpoint_from_another_algorithm_is_refused(bc_export, tmp_path, capsys):

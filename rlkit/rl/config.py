@@ -21,6 +21,10 @@ PPO_GAMMA = 0.999
 BATCHED_CARS = 16  # default car count of --vec batched (bench/bench_rl.py)
 
 
+#: Settings only PPO reads: given with SAC or TD3 they are an error, not silently ignored.
+PPO_ONLY = ("action_std", "target_kl", "gae_lambda")
+
+
 @dataclass
 class RLConfig:
     """Options of ``train_rl.py`` (section ``rl`` of config.yml)."""
@@ -200,7 +204,18 @@ class RLConfig:
     )
 
     def __post_init__(self) -> None:
+        ppo_only = [
+            f"--{f.name.replace('_', '-')}"
+            for f in dataclasses.fields(self)
+            if f.name in PPO_ONLY and getattr(self, f.name) != f.default
+        ]
+        them = "them" if len(ppo_only) > 1 else "it"
         checks = [
+            (
+                self.algo == "ppo" or not ppo_only,
+                f"only PPO reads {', '.join(ppo_only)}; --algo {self.algo} would ignore {them}: "
+                f"drop {them} or pass --algo ppo",
+            ),
             (self.envs is None or self.envs >= 1, f"envs must be >= 1, got {self.envs}"),
             (self.timesteps >= 1, f"timesteps must be >= 1, got {self.timesteps}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
