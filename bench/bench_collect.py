@@ -454,6 +454,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--max-steps and --repeats must be >= 1")
     args.workers = sorted(set(args.workers))
     check_compare_arg(p, args)
+    if args.compare_with is not None and args.camera:
+        p.error("--compare-with compares the collection runs, not --camera: pass one of them")
+    if args.compare_with is not None and not (args.compare_with / SCRIPT_NAME).is_file():
+        p.error(f"--compare-with {args.compare_with}: no {SCRIPT_NAME} there")
     return args
 
 

@@ -42,7 +42,8 @@ from rlkit.utils import write_json_atomic
 
 NAME = "bench_env"
 #: The tracked figures the README quotes; a plain run writes to the untracked ``local/``.
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parent.parent  # the checkout these benches belong to
+RESULTS_DIR = REPO / "bench" / "results"
 TARGET_RATIO = 20.0  # RacingVecEnv best car-steps/s over SubprocVecEnv(2) env-steps/s
 
 
@@ -127,11 +128,14 @@ def check_compare_arg(p: argparse.ArgumentParser, args: argparse.Namespace) -> N
     """Refuse a ``--compare-with`` folder without an ``rlkit`` package (the runs would
     silently import the installed one)."""
     other = args.compare_with
-    if other is not None and not (other / "rlkit" / "__init__.py").is_file():
+    if other is None:
+        return
+    if not (other / "rlkit" / "__init__.py").is_file():
         p.error(f"--compare-with {other}: no rlkit package there; pass a checkout's root "
                 "(git worktree add /tmp/before COMMIT)")  # fmt: skip
-    if other is not None:
-        args.compare_with = other.resolve()
+    if other.resolve() == REPO:
+        p.error(f"--compare-with {other}: that is this checkout; pass another one")
+    args.compare_with = other.resolve()
 
 
 def checkout_env(repo: Path) -> dict[str, str]:

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -68,6 +67,7 @@ import torch
 try:  # `python bench/bench_world_model.py` puts bench/ on sys.path
     from bench_env import (
         add_output_args,
+        checkout_env,
         output_path,
         print_table,
         report_header,
@@ -77,6 +77,7 @@ try:  # `python bench/bench_world_model.py` puts bench/ on sys.path
 except ImportError:  # `python -m bench.bench_world_model`
     from bench.bench_env import (
         add_output_args,
+        checkout_env,
         output_path,
         print_table,
         report_header,
@@ -329,12 +330,15 @@ def bench_batches_per_malloc(root: Path, n_batches: int, repeats: int) -> dict[s
     for name, env in MALLOC_SETTINGS.items():
         cmd = [sys.executable, __file__, "--batches-child", str(root)]
         cmd += ["--repeats", str(repeats), "--batches", str(n_batches)]
-        # Only the settings' own variables differ between the children.
-        base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        # Only the settings' own variables differ between the children, which import this
+        # checkout's rlkit (not whichever one is installed).
+        base = {k: v for k, v in checkout_env(REPO).items() if not k.startswith("MALLOC_")}
         res = subprocess.run(cmd, env={**base, **env}, capture_output=True, text=True)
         if res.returncode != 0:
             raise SystemExit(f"the batch bench's {name} child failed:\n{res.stderr}")
         out[name] = {"env": env, **json.loads(res.stdout.strip().splitlines()[-1])}
+        if Path(out[name]["rlkit_path"]) != REPO / "rlkit":
+            raise SystemExit(f"the batch bench's {name} child imported {out[name]['rlkit_path']}")
     return out
 
 
@@ -521,6 +525,9 @@ def main() -> int:
     args = p.parse_args()
     if args.batches_child is not None:  # one malloc setting of bench_batches_per_malloc
         res = bench_batches(args.batches_child, args.batches, args.repeats)
+        import rlkit
+
+        res["rlkit_path"] = str(Path(rlkit.__file__).resolve().parent)  # which checkout ran
         print(json.dumps(res))
         return 0
     mode = None  # the learning benches run alone: (run, print, JSON name)

@@ -268,6 +268,33 @@ def test_checkpoint_from_another_algorithm_is_refused(bc_export, tmp_path, capsy
     assert "made by SAC" in capsys.readouterr().err
 
 
+def test_resume_with_other_training_settings_is_refused(bc_export, tmp_path, capsys):
+    """SB3 restores gamma, GAE lambda, ... from the checkpoint: a resume asking for others
+    is refused (they would be ignored), and the folder keeps its own config."""
+    out = tmp_path / "run"
+    argv = ["--init-from", str(bc_export), "--output", str(out), "--vec", "dummy",
+            "--timesteps", "64", "--n-steps", "32", "--eval-every", "0",
+            "--checkpoint-every", "64", *as_argv({**RL_TINY, "envs": 2}),
+            "--gae-lambda", "0.9"]  # fmt: skip
+    assert main(argv) == 0
+    saved = (out / "config.resolved.yml").read_text()
+    capsys.readouterr()
+    resume = [*argv, "--resume", "--timesteps", "128"]
+    assert main([*resume, "--gae-lambda", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert "trained with gae_lambda 0.9 (asked: 0.5)" in err and "start a new --output" in err
+    assert (out / "config.resolved.yml").read_text() == saved
+    assert main([*resume, "--gamma", "0.99"]) == 1
+    assert "gamma 0.999 (asked: 0.99)" in capsys.readouterr().err
+    assert main(resume) == 0  # the same settings resume
+    # a run recorded before a setting existed (its key missing) is still the same run
+    cfg = out / "config.resolved.yml"
+    cfg.write_text("".join(ln for ln in cfg.read_text().splitlines(True) if "target_kl" not in ln))
+    capsys.readouterr()
+    assert main(resume) == 0
+    assert "this run is finished (result.json); nothing to do" in capsys.readouterr().err
+
+
 def test_threads_setting_is_applied(bc_export, tmp_path):
     train_rl(
         RLConfig(

@@ -271,10 +271,12 @@ def train_rl(
         cfg.output, "rl", resume=cfg.resume, overwrite=cfg.overwrite, has_checkpoint=_has_checkpoint
     )
     with run:
-        done = run.start(cfg, section="rl", argv=argv)
+        # the config is recorded once a checkpoint to resume is known to fit it (a refused
+        # resume keeps the folder's own)
+        done = run.start(cfg, section="rl", argv=argv, record=False)
         if done is not None:
             return from_json(RLResult, done)
-        return _train(cfg, run, env_config, bc_meta, device, progress)
+        return _train(cfg, run, env_config, bc_meta, device, progress, argv)
 
 
 def _train(
@@ -284,6 +286,7 @@ def _train(
     bc_meta: dict[str, Any] | None,
     device: str,
     progress: bool,
+    argv: list[str] | None = None,
 ) -> RLResult:
     out = run.path
     torch.set_num_threads(cfg.threads)
@@ -295,6 +298,7 @@ def _train(
             model, clock = resumed
         else:
             model = _new_model(cfg, env, bc_meta, env_config, device)
+        run.record_config(cfg, section="rl", argv=argv)
         start_steps = model.num_timesteps
         t0 = time.perf_counter()
         if cfg.timesteps > start_steps:
@@ -335,10 +339,22 @@ def _resume(
             f"{ckpt}: checkpoint made by {done['algo'].upper()}, not {cfg.algo.upper()}; "
             f"resume with --algo {done['algo']} or start a new --output"
         )
+    model = ALGOS[cfg.algo].load(str(ckpt / "model.zip"), env=env, device=device)
+    # SB3 restores these from the checkpoint: a different value asked for would be ignored
+    wanted = {"gamma": cfg.discount, "batch_size": cfg.batch_size}
+    if isinstance(model, PPO):
+        wanted |= {"gae_lambda": cfg.gae_lambda, "target_kl": cfg.target_kl}
+        wanted |= {"n_steps": cfg.n_steps}
+    changed = [f"{k} {getattr(model, k)} (asked: {v})" for k, v in wanted.items()
+               if getattr(model, k) != v]  # fmt: skip
+    if changed:
+        raise ValueError(
+            f"{ckpt}: the checkpoint was trained with {', '.join(changed)}; resume with its "
+            "settings or start a new --output"
+        )
     kept = trim_csv(run.path / "learning_curve.csv", lambda r: int(r[0]) <= done["env_steps"])
     clock = WallClock(done.get("wall_s", 0.0))
     restore_best(run, ckpt)
-    model = ALGOS[cfg.algo].load(str(ckpt / "model.zip"), env=env, device=device)
     if isinstance(model, OffPolicyAlgorithm) and (ckpt / "replay_buffer.pkl").is_file():
         model.load_replay_buffer(str(ckpt / "replay_buffer.pkl"))
     run.saved = f"checkpoint at {model.num_timesteps:,} env steps"
