@@ -146,6 +146,19 @@ def checkout_env(repo: Path) -> dict[str, str]:
     return env
 
 
+def imported_rlkit() -> str:
+    """The folder of the ``rlkit`` package this process imported (which checkout ran)."""
+    import rlkit
+
+    return str(Path(rlkit.__file__).resolve().parent)
+
+
+def check_imported(rlkit_dir: str, repo: Path, what: str) -> None:
+    """Stop if a child that reported :func:`imported_rlkit` ran another checkout's code."""
+    if Path(rlkit_dir) != (repo / "rlkit").resolve():
+        raise RuntimeError(f"{what} imported rlkit from {rlkit_dir}, not from {repo}")
+
+
 def output_path(args: argparse.Namespace, name: str) -> Path:
     """``--output``, else the tracked file with ``--write-results``, else ``local/``."""
     if args.output is not None:

@@ -51,7 +51,9 @@ try:  # `python bench/bench_merge.py` puts bench/ on sys.path
         add_compare_arg,
         add_output_args,
         check_compare_arg,
+        check_imported,
         checkout_env,
+        imported_rlkit,
         print_table,
         report_header,
         save_record,
@@ -61,7 +63,9 @@ except ImportError:  # `python -m bench.bench_merge`
         add_compare_arg,
         add_output_args,
         check_compare_arg,
+        check_imported,
         checkout_env,
+        imported_rlkit,
         print_table,
         report_header,
         save_record,
@@ -284,8 +288,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
         }
     wall = time.perf_counter() - t0
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    rlkit_dir = str(Path(sys.modules["rlkit"].__file__).parent)  # which checkout ran
-    return {"wall_s": wall, "peak_rss_mb": peak_kb / 1024, "rlkit": rlkit_dir, **extra}
+    return {"wall_s": wall, "peak_rss_mb": peak_kb / 1024, "rlkit": imported_rlkit(), **extra}
 
 
 def run_subprocess(spec: dict[str, Any], repo: Path = REPO) -> dict[str, Any]:
@@ -296,8 +299,7 @@ def run_subprocess(spec: dict[str, Any], repo: Path = REPO) -> dict[str, Any]:
         raise RuntimeError(f"case {spec} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     shutil.rmtree(spec["output"], ignore_errors=True)
     res = json.loads(proc.stdout.strip().splitlines()[-1])
-    if Path(res["rlkit"]).resolve() != (repo / "rlkit").resolve():
-        raise RuntimeError(f"the case imported rlkit from {res['rlkit']}, not from {repo}")
+    check_imported(res["rlkit"], repo, f"case {spec['impl']} {spec['version']}")
     return res
 
 

@@ -67,7 +67,9 @@ import torch
 try:  # `python bench/bench_world_model.py` puts bench/ on sys.path
     from bench_env import (
         add_output_args,
+        check_imported,
         checkout_env,
+        imported_rlkit,
         output_path,
         print_table,
         report_header,
@@ -77,7 +79,9 @@ try:  # `python bench/bench_world_model.py` puts bench/ on sys.path
 except ImportError:  # `python -m bench.bench_world_model`
     from bench.bench_env import (
         add_output_args,
+        check_imported,
         checkout_env,
+        imported_rlkit,
         output_path,
         print_table,
         report_header,
@@ -337,8 +341,7 @@ def bench_batches_per_malloc(root: Path, n_batches: int, repeats: int) -> dict[s
         if res.returncode != 0:
             raise SystemExit(f"the batch bench's {name} child failed:\n{res.stderr}")
         out[name] = {"env": env, **json.loads(res.stdout.strip().splitlines()[-1])}
-        if Path(out[name]["rlkit_path"]) != REPO / "rlkit":
-            raise SystemExit(f"the batch bench's {name} child imported {out[name]['rlkit_path']}")
+        check_imported(out[name]["rlkit_path"], REPO, f"the batch bench's {name} child")
     return out
 
 
@@ -525,9 +528,7 @@ def main() -> int:
     args = p.parse_args()
     if args.batches_child is not None:  # one malloc setting of bench_batches_per_malloc
         res = bench_batches(args.batches_child, args.batches, args.repeats)
-        import rlkit
-
-        res["rlkit_path"] = str(Path(rlkit.__file__).resolve().parent)  # which checkout ran
+        res["rlkit_path"] = imported_rlkit()
         print(json.dumps(res))
         return 0
     mode = None  # the learning benches run alone: (run, print, JSON name)

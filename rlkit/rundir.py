@@ -25,7 +25,6 @@ dies (even SIGKILL), so a stale lock never blocks a resume.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import fnmatch
 import json
@@ -330,9 +329,6 @@ class RunDir:
         if not isinstance(result, dict) or not result.get("complete"):
             return None
         now = config_to_dict(cfg)
-        # a setting added after the run was made: the run used its default
-        defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
-        saved = {**{k: defaults[k] for k in now if k not in saved and k in defaults}, **saved}
         same = {k: v for k, v in saved.items() if k not in _CONTROL_KEYS} == {
             k: v for k, v in now.items() if k not in _CONTROL_KEYS
         }

@@ -343,8 +343,7 @@ def _resume(
     # SB3 restores these from the checkpoint: a different value asked for would be ignored
     wanted = {"gamma": cfg.discount, "batch_size": cfg.batch_size}
     if isinstance(model, PPO):
-        wanted |= {"gae_lambda": cfg.gae_lambda, "target_kl": cfg.target_kl}
-        wanted |= {"n_steps": cfg.n_steps}
+        wanted |= {"gae_lambda": cfg.gae_lambda, "target_kl": cfg.target_kl, "n_steps": cfg.n_steps}
     changed = [f"{k} {getattr(model, k)} (asked: {v})" for k, v in wanted.items()
                if getattr(model, k) != v]  # fmt: skip
     if changed:
