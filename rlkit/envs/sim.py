@@ -64,8 +64,6 @@ class RacingConfig:
         max_episode_steps: truncation horizon (steps of ``dt``).
         dt: simulation step in seconds.
         crash_penalty: subtracted from the reward on the step that leaves the track.
-        slide_penalty: subtracted per step times the lateral acceleration asked beyond the
-            grip limit, as a fraction of it (0: off).
         start_noise: half-widths of the uniform start perturbation:
             (lateral offset in half-widths, heading in radians).
         car: vehicle parameters.
@@ -79,7 +77,6 @@ class RacingConfig:
     max_episode_steps: int = 1000
     dt: float = 0.05
     crash_penalty: float = 10.0
-    slide_penalty: float = 0.0
     start_noise: tuple[float, float] = (0.3, 0.05)
     car: CarParams = field(default_factory=CarParams)
     track: TrackSpec = field(default_factory=TrackSpec)
@@ -429,6 +426,4 @@ class RacingSim:
         terminated = self.off_track.copy()
         truncated = (self.steps >= cfg.max_episode_steps) & ~terminated
         reward = ds / cfg.progress_unit - np.where(terminated, cfg.crash_penalty, 0.0)
-        if cfg.slide_penalty:
-            reward = reward - cfg.slide_penalty * np.maximum(a_lat / car.grip - 1.0, 0.0)
         return reward, terminated, truncated, lap_done

@@ -196,22 +196,6 @@ class RLConfig:
         },
     )
     max_episode_steps: int = field(default=1000, metadata={"help": "episode length in steps"})
-    reward_scale: float = field(
-        default=1.0,
-        metadata={"help": "training reward multiplied by this (the policy's goal is the same)"},
-    )
-    slide_penalty: float = field(
-        default=0.0,
-        metadata={"help": "training reward only: subtracted per step times the lateral "
-                  "acceleration asked beyond the grip limit, as a fraction of it"},
-    )  # fmt: skip
-    crash_penalty: float | None = field(
-        default=None,
-        metadata={
-            "help": "training reward only: subtracted when a car leaves the track (default: "
-            "the env's, 10); evaluation always scores with the env's own reward"
-        },
-    )
     max_minutes: float | None = field(
         default=None,
         metadata={
@@ -317,9 +301,6 @@ class RLConfig:
                 "eval_episodes": (1, 100_000),
                 "test_episodes": (1, 100_000),
                 "max_episode_steps": (1, 1e6),
-                "crash_penalty": (0, 1e6),
-                "reward_scale": (1e-6, 1e6),
-                "slide_penalty": (0, 1e6),
                 "max_minutes": (1e-3, 1e6),
             },
         )

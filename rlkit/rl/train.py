@@ -22,7 +22,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import LinearSchedule
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from rlkit.envs.racing import RacingEnv
 from rlkit.envs.sim import RacingConfig
@@ -81,26 +81,10 @@ class RLResult:
 
 
 # ------------------------------------------------------------------ environment and model
-class ScaledReward(VecEnvWrapper):
-    """The rewards of ``venv`` times ``scale`` (episode infos keep the env's own)."""
-
-    def __init__(self, venv: VecEnv, scale: float) -> None:
-        super().__init__(venv)
-        self.scale = scale
-
-    def reset(self) -> Any:
-        return self.venv.reset()
-
-    def step_wait(self) -> Any:
-        obs, rewards, dones, infos = self.venv.step_wait()
-        return obs, rewards * self.scale, dones, infos
-
-
 def _abandon(env: VecEnv) -> None:
     """Close ``env`` after an error or Ctrl-C without talking to its workers: one that was
     interrupted between sending ``step`` to the workers and reading every reply leaves a
     worker whose reply was already read, and SB3's ``close`` would wait for it forever."""
-    env = env.venv if isinstance(env, VecEnvWrapper) else env
     if isinstance(env, SubprocVecEnv):
         for process in env.processes:
             process.terminate()
@@ -183,12 +167,6 @@ def _env_config(cfg: RLConfig, bc_meta: dict[str, Any] | None) -> RacingConfig:
     else:
         base = RacingConfig()
     return dataclasses.replace(base, max_episode_steps=cfg.max_episode_steps)
-
-
-def train_env_config(cfg: RLConfig, env_config: RacingConfig) -> RacingConfig:
-    """The env the agent trains in: ``env_config`` with ``--crash-penalty`` if given."""
-    crash = env_config.crash_penalty if cfg.crash_penalty is None else cfg.crash_penalty
-    return dataclasses.replace(env_config, crash_penalty=crash, slide_penalty=cfg.slide_penalty)
 
 
 def _finite(model: BaseAlgorithm) -> bool:
@@ -312,9 +290,7 @@ def _train(
 ) -> RLResult:
     out = run.path
     torch.set_num_threads(cfg.threads)
-    env = make_vec_env(cfg, train_env_config(cfg, env_config))
-    if cfg.reward_scale != 1.0:
-        env = ScaledReward(env, cfg.reward_scale)
+    env = make_vec_env(cfg, env_config)
     try:
         clock = WallClock()
         resumed = _resume(cfg, run, env, device) if run.resuming else None
