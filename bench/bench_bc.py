@@ -14,17 +14,41 @@
 expert (-> ``bench_bc_pixels.json``): collection, decoding and training wall time, return as
 a fraction of the expert's, laps.
 
+``--compare-with CHECKOUT``: instead, BC training speed and memory of this checkout against
+another one (e.g. ``git worktree add /tmp/before ae3fb8e``), side by side. One dataset is
+collected by this checkout; for each data path below, ``train_bc.py`` of each checkout runs as
+a child process (its ``rlkit`` checked) with the same data, epochs and seed, early stopping off,
+no evaluation, ``--repeats`` times, the checkouts interleaved (now, before, now, ...). Per run:
+the training seconds and samples/s that ``train_bc.py`` itself records (``result.json``), the
+child's wall time, its peak RSS (``os.wait4``: the larger of the process and its DataLoader
+workers, not their sum) and the last epoch's validation loss (``train_log.csv``), so a reader
+sees both trained the same thing (-> ``bench_bc_vs_<commit>.json``). The data paths, as the
+same flags for both checkouts: ``--workers`` has meant DataLoader ``num_workers`` (used only
+with ``--loader dataloader``; the in-memory path has none) both at ae3fb8e (``rlkit/bc.py``)
+and now (``rlkit/bc/config.py``), so no translation is needed; a flag the other checkout's
+``train_bc.py --help`` lacks skips that setting with the reason printed:
+
+- memory, 1 thread:        ``--loader memory --threads 1``
+- DataLoader, 0 workers:   ``--loader dataloader --workers 0 --pin-memory off --threads 1``
+- DataLoader, 2 workers:   ``--loader dataloader --workers 2 --pin-memory off --threads 1``
+
 Usage::
 
     python bench/bench_bc.py            # ~6 min on 2 cores -> bench/results/local/
     python bench/bench_bc.py --write-results    # -> bench/results/ (tracked)
     python bench/bench_bc.py --quick    # smoke run
     python bench/bench_bc.py --pixels   # BC from camera frames
+    python bench/bench_bc.py --compare-with /tmp/before   # ~25 min on 2 idle cores
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +58,19 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_env import add_output_args, output_path, report_header, write_json  # noqa: E402
+from bench_env import (  # noqa: E402
+    REPO,
+    add_compare_arg,
+    add_output_args,
+    check_compare_arg,
+    check_imported,
+    checkout_env,
+    output_path,
+    print_table,
+    report_header,
+    save_record,
+    write_json,
+)
 
 from rlkit.bc import BCConfig, train_bc  # noqa: E402
 from rlkit.collect import CollectConfig, collect  # noqa: E402
@@ -167,6 +203,177 @@ def pixels_main(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- --compare-with
+SCRIPT_NAME = "train_bc.py"
+#: The data paths --compare-with measures, as train_bc.py flags (the same at ae3fb8e and now).
+COMPARE_SETTINGS = {
+    "memory, 1 thread": ["--loader", "memory", "--threads", "1"],
+    "DataLoader, 0 workers": ["--loader", "dataloader", "--workers", "0", "--pin-memory", "off",
+                              "--threads", "1"],
+    "DataLoader, 2 workers": ["--loader", "dataloader", "--workers", "2", "--pin-memory", "off",
+                              "--threads", "1"],
+}  # fmt: skip
+#: The child runs a checkout's train_bc.py, then names the rlkit it imported (on stderr).
+CHILD = (
+    "import runpy, sys\nbench, sys.argv = sys.argv[1], sys.argv[2:]\ntry:\n"
+    "    runpy.run_path(sys.argv[0], run_name='__main__')\nfinally:\n"
+    "    sys.path.insert(0, bench)\n"
+    "    from bench_env import imported_rlkit\n"
+    "    print('\\nimported rlkit:', imported_rlkit(), file=sys.stderr)\n"
+)
+
+
+def checkout_label(repo: Path) -> str:
+    """The short commit of a git checkout (``+dirty`` with uncommitted changes), else its name."""
+    git = ["git", "-C", str(repo)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0 or not (repo / ".git").exists():
+        return repo.name
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def script_help(repo: Path, cwd: Path) -> str:
+    """``train_bc.py --help`` of checkout ``repo``: which flags it takes."""
+    cmd = [sys.executable, str(repo / SCRIPT_NAME), "--help"]
+    proc = subprocess.run(cmd, cwd=cwd, env=checkout_env(repo), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr}")
+    return proc.stdout
+
+
+def run_train(repo: Path, flags: list[str], tmp: Path) -> dict[str, Any]:
+    """One ``train_bc.py`` of checkout ``repo`` as a child process (cwd ``tmp``: no config.yml
+    is read); its own timing and losses, its wall time and peak RSS (``os.wait4``)."""
+    out, log = tmp / "run", tmp / "run.log"
+    bench_dir = str(Path(__file__).resolve().parent)
+    cmd = [sys.executable, "-c", CHILD, bench_dir, str(repo / SCRIPT_NAME), "--output", str(out),
+           *flags]  # fmt: skip
+    with log.open("w") as f:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=tmp, env=checkout_env(repo), stdout=f, stderr=f)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    text = log.read_text()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{repo / SCRIPT_NAME} failed (exit {proc.returncode}):\n{text[-4000:]}")
+    check_imported(text.rsplit("imported rlkit: ", 1)[1].strip(), repo, SCRIPT_NAME)
+    res = json.loads((out / "result.json").read_text())
+    with (out / "train_log.csv").open() as f:
+        last = list(csv.DictReader(f))[-1]
+    return {
+        "train_s": res["train_seconds"],
+        "wall_s": wall,
+        "samples_per_s": res["samples_per_s"],
+        "peak_rss_mb": usage.ru_maxrss / 1024,  # KiB on Linux
+        "final_val_loss": float(last["val_loss"]),
+        "best_val_loss": res["best_val_loss"],
+        "epochs_run": res["epochs_run"],
+        "loader": res["loader"],
+        "device": res["device"],
+    }
+
+
+def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Best and median training seconds (the best run's other figures), the largest RSS."""
+    train = [r["train_s"] for r in runs]
+    best = runs[train.index(min(train))]
+    return {
+        **best,
+        "train_s_best": best["train_s"],
+        "train_s_median": statistics.median(train),
+        "train_s": train,
+        "wall_s_best": min(r["wall_s"] for r in runs),
+        "wall_s_median": statistics.median(r["wall_s"] for r in runs),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+    }
+
+
+def compare_main(args: argparse.Namespace) -> int:
+    """``--compare-with``: this checkout's train_bc.py against another's (module doc)."""
+    other, t_start = args.compare_with, time.perf_counter()
+    labels = {"now": checkout_label(REPO), "before": checkout_label(other)}
+    repos = {"now": REPO, "before": other}
+    episodes = args.episodes or (6 if args.quick else 100)
+    epochs = args.epochs or (2 if args.quick else 50)
+    repeats = args.repeats or (1 if args.quick else 3)
+    common = ["--epochs", str(epochs), "--patience", str(10**6), "--eval-episodes", "0",
+              "--dagger-rounds", "0", "--seed", "0", "--overwrite"]  # fmt: skip
+    results, skipped = [], {}
+    with tempfile.TemporaryDirectory(prefix="rlkit-bench-bc-vs-") as td:
+        tmp = Path(td)
+        helps = {side: script_help(repo, tmp) for side, repo in repos.items()}
+        data = Path(args.data).resolve() if args.data else tmp / "demos"
+        if not args.data:
+            print(f"collecting {episodes} episodes with this checkout ...", file=sys.stderr)
+            max_steps = 150 if args.quick else 1000
+            collect(CollectConfig(episodes=episodes, output=str(data), max_steps=max_steps),
+                    progress=False)  # fmt: skip
+        common += ["--data", str(data)]
+        for name, flags in COMPARE_SETTINGS.items():
+            missing = {s: [f for f in [*flags, *common] if f.startswith("--") and f not in h]
+                       for s, h in helps.items()}  # fmt: skip
+            if any(missing.values()):
+                skipped[name] = f"train_bc.py --help lacks {missing}"
+                print(f"skipping {name}: {skipped[name]}")
+                continue
+            runs: dict[str, list[dict[str, Any]]] = {"now": [], "before": []}
+            for r in range(repeats):
+                for side, repo in repos.items():
+                    print(f"{name}: {side} ({repo}), repeat {r + 1}/{repeats} ...", file=sys.stderr)
+                    runs[side].append(run_train(repo, [*common, *flags], tmp))
+                    if runs[side][-1]["loader"] != flags[1]:  # the flags did what they say
+                        raise RuntimeError(f"{side} trained on {runs[side][-1]['loader']}")
+            now, before = summarise_runs(runs["now"]), summarise_runs(runs["before"])
+            results.append({
+                "setting": name, "flags": flags, "now": now, "before": before,
+                "now_over_before_best": now["train_s_best"] / before["train_s_best"],
+                "now_over_before_median": now["train_s_median"] / before["train_s_median"],
+                "runs": runs,
+            })  # fmt: skip
+
+    print(f"\nBC training, this checkout ({labels['now']}) against {other} "
+          f"({labels['before']}): {epochs} epochs on {episodes} episodes, best of {repeats} "
+          "interleaved runs")  # fmt: skip
+    print_table(
+        ["setting", "train s now", "train s before", "now/before", "median now/before",
+         "peak RSS MB now", "peak RSS MB before", "val loss now", "val loss before"],
+        [[r["setting"], f"{r['now']['train_s_best']:.2f}", f"{r['before']['train_s_best']:.2f}",
+          f"{r['now_over_before_best']:.2f}", f"{r['now_over_before_median']:.2f}",
+          f"{r['now']['peak_rss_mb']:,.0f}", f"{r['before']['peak_rss_mb']:,.0f}",
+          f"{r['now']['final_val_loss']:.5g}", f"{r['before']['final_val_loss']:.5g}"]
+         for r in results],
+    )  # fmt: skip
+    print("train s: the training time train_bc.py records (result.json); the child's wall time "
+          "(start, data loading, export) is in the JSON; val loss: the last epoch's")  # fmt: skip
+    if args.quick:
+        print("  (--quick sizes: the figures mean nothing)")
+    record = report_header(f"bench_bc_vs_{labels['before']}", t_start)
+    record["settings"] = {
+        "quick": args.quick, "episodes": episodes, "epochs": epochs, "repeats": repeats,
+        "data": str(args.data) if args.data else "collected by this checkout (CollectConfig)",
+        "compare_with": str(other), "checkouts": labels,
+        "common_flags": [f if f != str(data) else "<data>" for f in common],
+        "worker_mapping": {
+            "flags": COMPARE_SETTINGS,
+            "same_flags_for_both": "--workers is DataLoader num_workers in both versions, used "
+            "only with --loader dataloader (ae3fb8e rlkit/bc.py BCConfig.workers, help 'DataLoader "
+            "num_workers (default: cores / 2, min 1, cap 8)'; now rlkit/bc/config.py, the same "
+            "help from utils.WORKER_RULES['bc']); --loader, --threads, --pin-memory alike",
+            "skipped": skipped,
+        },
+        "train_s": "train_bc.py's own training seconds (result.json train_seconds)",
+        "wall_s": "the child's wall time: interpreter start, data loading, training, export",
+        "peak_rss_mb": "os.wait4 ru_maxrss of the child: max of it and its DataLoader workers",
+        "final_val_loss": "train_log.csv val_loss of the last epoch",
+    }  # fmt: skip
+    record["results"] = results
+    save_record(args, record["benchmark"], record)
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
@@ -177,8 +384,22 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=None, help="epochs per speed setting (default 50)")
     p.add_argument("--eval-episodes", type=int, default=None, help="held-out tracks (default 50)")
     p.add_argument("--data", default=None, help="use this dataset instead of collecting one")
+    p.add_argument("--repeats", type=int, default=None, help="--compare-with: runs per setting "
+                   "and checkout (default 3)")  # fmt: skip
     add_output_args(p, "bench_bc")
+    add_compare_arg(p)
     args = p.parse_args()
+    check_compare_arg(p, args)
+    if args.compare_with is not None:
+        if args.pixels:
+            p.error("--compare-with compares state BC training, not --pixels: pass one of them")
+        if not (args.compare_with / SCRIPT_NAME).is_file():
+            p.error(f"--compare-with {args.compare_with}: no {SCRIPT_NAME} there")
+        if any(x is not None and x < 1 for x in (args.episodes, args.epochs, args.repeats)):
+            p.error("--episodes, --epochs and --repeats must be >= 1")
+        return compare_main(args)
+    if args.repeats is not None:
+        p.error("--repeats is for --compare-with")
     if args.pixels:
         return pixels_main(args)
     episodes = args.episodes or (6 if args.quick else 100)
