@@ -53,7 +53,8 @@ def throughput(algo: str, vec: str, envs: int, seconds: float) -> dict[str, Any]
     import torch
 
     torch.set_num_threads(1)
-    cfg = RLConfig(algo=algo, vec=vec, envs=envs, learning_starts=0, n_steps=128)
+    ppo = {"n_steps": 128} if algo == "ppo" else {}  # only PPO reads n_steps
+    cfg = RLConfig(algo=algo, vec=vec, envs=envs, learning_starts=0, **ppo)
     env = make_vec_env(cfg, RacingConfig())
     try:
         model = build_model(cfg, env, None, "cpu")

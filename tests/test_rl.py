@@ -96,12 +96,12 @@ def test_other_algorithms_and_vec_envs_train(bc_export, tmp_path, algo, vec):
         algo=algo,
         vec=vec,
         timesteps=256,
-        n_steps=32,
         init_from=str(bc_export),
         output=str(out),
         eval_every=0,
         checkpoint_every=128,
         **{**RL_TINY, "envs": 2},
+        **({"n_steps": 32} if algo == "ppo" else {}),
     )
     res = train_rl(cfg, progress=False)
     assert res.timesteps >= 256
@@ -246,6 +246,23 @@ def test_bad_inputs(tmp_path, capsys):
         main(["--algo", "sac", "--gae-lambda", "0.9", "--output", str(tmp_path / "s")])
     assert e.value.code == 2
     assert "only PPO reads --gae-lambda; --algo sac would ignore it" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(
+            [
+                "--algo",
+                "td3",
+                "--n-steps",
+                "64",
+                "--target-kl",
+                "0.02",
+                "--output",
+                str(tmp_path / "s"),
+            ]
+        )
+    assert e.value.code == 2
+    assert "only PPO reads --target-kl, --n-steps; --algo td3 would ignore them" in (
+        capsys.readouterr().err
+    )
     assert not (tmp_path / "s").exists()
 
 

@@ -22,7 +22,7 @@ BATCHED_CARS = 16  # default car count of --vec batched (bench/bench_rl.py)
 
 
 #: Settings only PPO reads: given with SAC or TD3 they are an error, not silently ignored.
-PPO_ONLY = ("action_std", "target_kl", "gae_lambda")
+PPO_ONLY = ("action_std", "target_kl", "gae_lambda", "n_steps")
 
 
 @dataclass
