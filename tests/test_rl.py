@@ -232,14 +232,6 @@ def test_eval_only_and_video(bc_export, tmp_path, capsys):
     assert "not a saved SAC model" in capsys.readouterr().err
 
 
-def test_budget_and_discount_defaults_follow_the_algorithm():
-    # PPO's final policy needs 2M steps to get fast (docs/rl.md); SAC/TD3 keep 500k, 0.99
-    ppo, sac = RLConfig(), RLConfig(algo="sac")
-    assert (ppo.total_timesteps, ppo.discount) == (2_000_000, 0.999)
-    assert (sac.total_timesteps, sac.discount) == (500_000, 0.99)
-    assert RLConfig(algo="td3", timesteps=64, gamma=0.9).total_timesteps == 64
-
-
 def test_bad_inputs(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--algo", "dqn"])

@@ -18,11 +18,6 @@ ALGOS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO, "td3": TD3}
 #: little against lapping faster, and across 5 seeds 2 final policies left the track on 20 and
 #: 80 % of the test tracks; at 0.999 none did (docs/rl.md, bench/bench_rl.py --seeds 5)
 PPO_GAMMA = 0.999
-#: Default training budgets (env steps). PPO's final policy kept getting faster past 1M steps
-#: without leaving the track (docs/rl.md); SAC/TD3 do ~65 env-steps/s, so theirs is a ceiling
-#: that --max-minutes usually cuts.
-PPO_TIMESTEPS = 2_000_000
-OFF_POLICY_TIMESTEPS = 500_000
 BATCHED_CARS = 16  # default car count of --vec batched (bench/bench_rl.py)
 
 
@@ -49,13 +44,7 @@ class RLConfig:
             f"{WORKER_RULES['rl'][0]})"
         },
     )
-    timesteps: int | None = field(
-        default=None,
-        metadata={
-            "help": f"environment steps to train (default {PPO_TIMESTEPS:,} for PPO, "
-            f"{OFF_POLICY_TIMESTEPS:,} for SAC/TD3)"
-        },
-    )
+    timesteps: int = field(default=500_000, metadata={"help": "environment steps to train"})
     batch_size: int = field(default=256, metadata={"help": "SGD minibatch size"})
     lr: float = field(default=3e-4, metadata={"help": "learning rate"})
     lr_schedule: Literal["constant", "linear"] = field(
@@ -228,6 +217,7 @@ class RLConfig:
                 f"drop {them} or pass --algo ppo",
             ),
             (self.envs is None or self.envs >= 1, f"envs must be >= 1, got {self.envs}"),
+            (self.timesteps >= 1, f"timesteps must be >= 1, got {self.timesteps}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.train_freq >= 1, f"train_freq must be >= 1, got {self.train_freq}"),
@@ -314,13 +304,6 @@ class RLConfig:
                 "max_minutes": (1e-3, 1e6),
             },
         )
-
-    @property
-    def total_timesteps(self) -> int:
-        """``--timesteps``, else the algorithm's default budget."""
-        if self.timesteps is not None:
-            return self.timesteps
-        return PPO_TIMESTEPS if self.algo == "ppo" else OFF_POLICY_TIMESTEPS
 
     @property
     def discount(self) -> float:

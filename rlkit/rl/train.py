@@ -301,7 +301,7 @@ def _train(
         run.record_config(cfg, section="rl", argv=argv)
         start_steps = model.num_timesteps
         t0 = time.perf_counter()
-        if cfg.total_timesteps > start_steps:
+        if cfg.timesteps > start_steps:
             callbacks = _callbacks(cfg, run, model, env_config, clock, t0)
             _learn(cfg, model, callbacks, start_steps, resumed is None, progress)
             if cfg.checkpoint_every:
@@ -321,7 +321,7 @@ def _train(
     write_learning_curve_png(out, result.eval)
     if cfg.video:
         write_video(model_driver(model), env_config, cfg.video, cfg.track_seed)
-    run.finish(result, summary_text(result), complete=model.num_timesteps >= cfg.total_timesteps)
+    run.finish(result, summary_text(result), complete=model.num_timesteps >= cfg.timesteps)
     return result
 
 
@@ -390,7 +390,7 @@ def _callbacks(
     t0: float,
 ) -> list[BaseCallback]:
     """The callbacks of ``learn``, in the order they run (the progress bar is added last)."""
-    every = cfg.eval_every or cfg.total_timesteps
+    every = cfg.eval_every or cfg.timesteps
     callbacks: list[BaseCallback] = [
         EvalEvery(run.path, every, env_config, cfg.eval_episodes, cfg.track_seed, clock)
     ]
@@ -401,7 +401,7 @@ def _callbacks(
     if cfg.init_from and cfg.critic_warmup:
         callbacks.append(CriticWarmup(cfg.critic_warmup))
     if cfg.action_std and isinstance(model, PPO):
-        callbacks.append(StdSchedule(*cfg.action_std, cfg.total_timesteps))
+        callbacks.append(StdSchedule(*cfg.action_std, cfg.timesteps))
     if cfg.demos and cfg.bc_weight > 0 and isinstance(model, OffPolicyAlgorithm):
         demo = load_demos(cfg.demos, model, cfg.obs_key, cfg.action_key)
         callbacks.append(BCRegulariser(demo["obs"], demo["action"], cfg.bc_weight, cfg.run_seed))
@@ -416,12 +416,12 @@ def _learn(
     fresh: bool,
     progress: bool,
 ) -> None:
-    """``model.learn`` up to ``cfg.total_timesteps`` env steps; a diverged policy is an error."""
+    """``model.learn`` up to ``cfg.timesteps`` env steps; a diverged policy is an error."""
     evaluator = next((c for c in callbacks if isinstance(c, EvalEvery)), None)
-    bar = ProgressBar(start_steps, cfg.total_timesteps, evaluator)
+    bar = ProgressBar(start_steps, cfg.timesteps, evaluator)
     try:
         model.learn(
-            total_timesteps=cfg.total_timesteps - start_steps,
+            total_timesteps=cfg.timesteps - start_steps,
             callback=[*callbacks, bar] if progress else callbacks,
             reset_num_timesteps=fresh,
             tb_log_name=cfg.algo,
