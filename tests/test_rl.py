@@ -246,23 +246,12 @@ def test_bad_inputs(tmp_path, capsys):
         main(["--algo", "sac", "--gae-lambda", "0.9", "--output", str(tmp_path / "s")])
     assert e.value.code == 2
     assert "only PPO reads --gae-lambda; --algo sac would ignore it" in capsys.readouterr().err
+    td3 = ["--algo", "td3", "--n-steps", "64", "--target-kl", "0.02"]
     with pytest.raises(SystemExit) as e:
-        main(
-            [
-                "--algo",
-                "td3",
-                "--n-steps",
-                "64",
-                "--target-kl",
-                "0.02",
-                "--output",
-                str(tmp_path / "s"),
-            ]
-        )
+        main([*td3, "--output", str(tmp_path / "s")])
     assert e.value.code == 2
-    assert "only PPO reads --target-kl, --n-steps; --algo td3 would ignore them" in (
-        capsys.readouterr().err
-    )
+    err = capsys.readouterr().err
+    assert "only PPO reads --target-kl, --n-steps; --algo td3 would ignore them" in err
     assert not (tmp_path / "s").exists()
 
 
