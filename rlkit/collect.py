@@ -56,6 +56,7 @@ MAX_NOISE = 10.0  # actions are clipped to [-1, 1]: a larger std is a coin flip 
 MAX_STEPS = 100_000
 MAX_CHUNK_SIZE = 4096
 MAX_RAYS = 1024
+MAX_PREVIEW, MAX_PREVIEW_M = 64, 1000.0  # entries; metres (the preview wraps round the lap)
 MIN_CAMERA, MAX_CAMERA = 8, 1024
 #: the default camera's LeRobot feature, and the episodes per task when recording a camera
 #: (a chunk holds its frames until it is encoded: 8 cars x 1000 frames of 96 x 96 are 221 MB)
@@ -95,6 +96,13 @@ class CollectConfig:
         },
     )
     n_rays: int = field(default=11, metadata={"help": "range-sensor rays in the observation"})
+    preview: list[float] = field(
+        default_factory=lambda: list(RacingConfig.preview),
+        metadata={
+            "help": "distances ahead (m), increasing, at which the observation shows the track "
+            "curvature (a denser look ahead: 5 10 15 20 25 30 35 40 50 60, docs/rl.md)"
+        },
+    )
     camera: int | None = field(
         default=None,
         metadata={
@@ -175,6 +183,15 @@ class CollectConfig:
             raise ValueError(f"n_rays must be >= 1, got {self.n_rays}")
         if self.n_rays > MAX_RAYS:
             raise ValueError(f"n_rays must be <= {MAX_RAYS}, got {self.n_rays}")
+        if not (
+            1 <= len(self.preview) <= MAX_PREVIEW
+            and all(math.isfinite(d) and 0 <= d <= MAX_PREVIEW_M for d in self.preview)
+            and list(self.preview) == sorted(set(self.preview))  # increasing
+        ):
+            raise ValueError(
+                f"preview must be 1 to {MAX_PREVIEW} increasing distances in metres from 0 to "
+                f"{MAX_PREVIEW_M:g} (e.g. 5 15 30 50), got {self.preview}"
+            )
         if not str(self.output).strip():
             raise ValueError("output must name a dataset folder, got ''; pass --output DIR")
         check_executor(self.executor)
@@ -191,7 +208,9 @@ class CollectConfig:
         return default_workers("collect") if self.workers is None else self.workers
 
     def env_config(self) -> RacingConfig:
-        return RacingConfig(n_rays=self.n_rays, max_episode_steps=self.max_steps)
+        return RacingConfig(
+            n_rays=self.n_rays, preview=tuple(self.preview), max_episode_steps=self.max_steps
+        )
 
 
 class CollectError(RuntimeError):

@@ -75,6 +75,20 @@ def test_output_is_a_valid_lerobot_v3_dataset_that_replays_the_env(tmp_path):
     assert (out / "command.txt").read_text().strip()
 
 
+def test_preview_distances_shape_the_observation_and_are_recorded(tmp_path):
+    out = tmp_path / "dense"
+    argv = ["--episodes", "2", "--workers", "1", "--max-steps", "60", "--output", str(out)]
+    assert main([*argv, "--preview", "5", "10", "20", "40", "60", "80"]) == 0
+    env_cfg = load_env_config(out)
+    assert env_cfg.preview == (5.0, 10.0, 20.0, 40.0, 60.0, 80.0) and env_cfg.obs_dim == 23
+    ds = DatasetReader(out)
+    assert ds.features["observation.state"]["names"][15:21] == [
+        f"curvature_{d}m" for d in (5, 10, 20, 40, 60, 80)
+    ]
+    obs = ds.load_columns(["observation.state"])["observation.state"]
+    assert obs.shape == (ds.num_frames, 23) and np.abs(obs[:, 15:21]).max() > 0.1
+
+
 def test_noise_perturbs_the_driving_but_not_the_recorded_labels(tmp_path):
     clean = collect(
         CollectConfig(episodes=2, workers=1, output=str(tmp_path / "a"), max_steps=80, noise=0.0),
