@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DEMO_EPISODES, DEMO_STEPS, RL_TINY, as_argv, wait_for
+from conftest import BC_TINY, DEMO_EPISODES, DEMO_STEPS, RL_TINY, as_argv, wait_for
 
 from rlkit.cli.train_rl import main
 from rlkit.policy import BCPolicy
@@ -405,3 +405,25 @@ def test_bc_loss_keeps_the_actor_near_the_demonstrations(demos, bc_export, algo)
     held, reg = demo_error(10.0)
     assert np.isfinite(reg.last_loss)  # the hook ran inside SB3's actor updates
     assert held < free
+
+
+def test_bc_and_rl_drive_the_env_the_demonstrations_were_recorded_in(tmp_path):
+    """A dataset collected with another --preview: BC and RL rebuild that env (20-d state)."""
+    from stable_baselines3 import PPO
+
+    from rlkit.bc import BCConfig, train_bc
+    from rlkit.collect import CollectConfig, collect
+
+    demos, bc, out = tmp_path / "demos", tmp_path / "bc", tmp_path / "rl"
+    cfg = CollectConfig(
+        episodes=2, workers=1, max_steps=100, preview=[5, 10, 20], output=str(demos)
+    )
+    collect(cfg, progress=False)
+    bc_cfg = BCConfig(data=str(demos), output=str(bc), epochs=1, **{**BC_TINY, "eval_episodes": 1})
+    assert train_bc(bc_cfg, progress=False).eval is not None
+    rl = RLConfig(algo="ppo", timesteps=128, n_steps=32, init_from=str(bc), output=str(out),
+                  eval_every=128, test_episodes=2, **RL_TINY)  # fmt: skip
+    train_rl(rl, progress=False)
+    model = PPO.load(str(out / "final_model.zip"))
+    assert model.observation_space.shape == (20,)
+    assert json.loads((out / "eval.json").read_text())["rl_final"]["episodes"] == 2
