@@ -6,6 +6,7 @@ mp4 videos) and with rlkit's own writer.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -579,3 +580,29 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert exc.value.code == 2
     assert merge_main(["--output", str(tmp_path / "o3")]) == 2
     assert "sources is required" in capsys.readouterr().err
+
+
+def test_rlkit_racing_data_keeps_its_env_only_when_every_source_shares_it(
+    demos: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from rlkit.collect import CollectConfig, collect
+    from rlkit.lerobot.env_meta import ENV_META_PATH, load_env_config
+
+    def recorded(name: str, **options: Any) -> Path:
+        cfg = CollectConfig(episodes=2, workers=1, max_steps=150, output=str(tmp_path / name))
+        collect(dataclasses.replace(cfg, **options), progress=False)
+        return tmp_path / name
+
+    same, dense = recorded("same", seed=1), recorded("dense", seed=1, preview=[5.0, 10.0])
+    merge(
+        MergeConfig(sources=[str(demos), str(same)], output=str(tmp_path / "kept")), progress=False
+    )
+    kept = tmp_path / "kept" / ENV_META_PATH
+    assert kept.read_text() == (demos / ENV_META_PATH).read_text()  # BC evaluates it on tracks
+    assert load_env_config(tmp_path / "kept") == load_env_config(demos)
+    merge(
+        MergeConfig(sources=[str(demos), str(dense)], output=str(tmp_path / "mixed")),
+        progress=False,
+    )
+    assert not (tmp_path / "mixed" / ENV_META_PATH).exists()
+    assert "different racing envs (preview: [5.0, 15.0, 30.0, 50.0] vs [5.0, 10.0])" in caplog.text

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rlkit.lerobot.env_meta import ENV_META_PATH
 from rlkit.lerobot.layout import INDEX_FEATURES, STATS_PATH, LeRobotFormatError
 from rlkit.lerobot.merge.config import MergeConfig, MergeResult, summary_text
 from rlkit.lerobot.merge.copy import copy_data, copy_videos
@@ -204,6 +205,8 @@ def _write_meta(
         video_files_size_in_mb=plan.video_files_size_in_mb,
     )
     write_meta(tmp, meta)
+    if plan.env_meta is not None:
+        (tmp / ENV_META_PATH).write_text(plan.env_meta)
 
 
 def _pool_visual(
