@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rlkit.lerobot.env_meta import ENV_META_PATH
+from rlkit.lerobot.env_meta import ENV_META_PATH, env_meta_text
 from rlkit.lerobot.layout import INDEX_FEATURES, STATS_PATH, LeRobotFormatError
 from rlkit.lerobot.merge.config import MergeConfig, MergeResult, summary_text
 from rlkit.lerobot.merge.copy import copy_data, copy_videos
@@ -205,8 +205,8 @@ def _write_meta(
         video_files_size_in_mb=plan.video_files_size_in_mb,
     )
     write_meta(tmp, meta)
-    if plan.env_meta is not None:
-        (tmp / ENV_META_PATH).write_text(plan.env_meta)
+    if plan.env_config is not None:  # rlkit racing data: the same file the collector writes
+        (tmp / ENV_META_PATH).write_text(env_meta_text(plan.env_config))
 
 
 def _pool_visual(

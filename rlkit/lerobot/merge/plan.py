@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rlkit.envs.sim import RacingConfig
 from rlkit.lerobot.env_meta import ENV_META_PATH, load_env_config
 from rlkit.lerobot.files import parquet_errors
 from rlkit.lerobot.layout import (
@@ -76,7 +77,7 @@ class Plan:
     video_files_size_in_mb: float
     robot_type: Any
     out_file: np.ndarray | None = None  # v3.0: (E, 2) chunk_index, file_index of each episode
-    env_meta: str | None = None  # meta/rlkit_env.json of the output, if the sources share one
+    env_config: RacingConfig | None = None  # the racing env, if every source shares it
 
     @property
     def bounds(self) -> np.ndarray:
@@ -172,21 +173,21 @@ def make_plan(dss: list[DatasetReader], cfg: MergeConfig, pool: ThreadPoolExecut
         data_files_size_in_mb=size_mb,
         video_files_size_in_mb=video_mb,
         robot_type=first.info.get("robot_type"),
-        env_meta=_env_meta(dss),
+        env_config=_shared_env(dss),
     )
     if plan.version == "v3.0":
         plan.out_file = _output_files(plan)
     return plan
 
 
-def _env_meta(dss: list[DatasetReader]) -> str | None:
-    """The sources' ``meta/rlkit_env.json`` when they all have the same racing env, so BC and
-    RL on the merged data drive that env; None (said when only some agree) otherwise."""
+def _shared_env(dss: list[DatasetReader]) -> RacingConfig | None:
+    """The racing env of the sources' ``meta/rlkit_env.json`` when they all have the same one,
+    so BC and RL on the merged data drive that env; None (with a warning if some have one)."""
     configs = [load_env_config(ds.root) for ds in dss]
     if all(c is None for c in configs):
         return None  # not rlkit racing data
     if all(c == configs[0] for c in configs):
-        return (dss[0].root / ENV_META_PATH).read_text()
+        return configs[0]
     missing = [str(ds.root) for ds, c in zip(dss, configs, strict=True) if c is None]
     dicts = [c.to_dict() for c in configs if c is not None]
     differ = [k for k in dicts[0] if any(d[k] != dicts[0][k] for d in dicts[1:])]
