@@ -231,3 +231,25 @@ def test_bad_arguments_raise_clear_errors():
         RacingEnv(n_rays=0)
     with pytest.raises(ValueError, match="render_mode"):
         RacingEnv(render_mode="ansi")
+
+
+def test_edge_moves_where_the_car_leaves_the_track_and_nothing_else():
+    hw = TrackSpec().half_width
+    steps = {}
+    for edge in (1.0, 0.9):
+        sim = RacingSim(1, RacingConfig(edge=edge))
+        sim.reset_car(0, np.random.default_rng(7))
+        lateral = []
+        for _ in range(400):  # a little left lock at a steady throttle: the car drifts off
+            _, term, _, _ = sim.step(np.array([[0.3, 0.3]]))
+            lateral.append(abs(sim.lateral[0]))
+            if term[0]:
+                break
+        assert term[0] and sim.off_track[0]
+        steps[edge] = lateral
+        assert lateral[-1] > edge * hw and all(x <= edge * hw for x in lateral[:-1])
+    near, far = steps[0.9], steps[1.0]
+    assert len(near) < len(far)
+    assert near == far[: len(near)]  # the same physics until the nearer line ends it
+    with pytest.raises(ValueError, match=r"edge must be in \(0, 1\]"):
+        RacingConfig(edge=1.5)

@@ -16,8 +16,9 @@ import torch
 from conftest import BC_TINY, DEMO_EPISODES, DEMO_STEPS, RL_TINY, as_argv, wait_for
 
 from rlkit.cli.train_rl import main
+from rlkit.envs import RacingConfig
 from rlkit.policy import BCPolicy
-from rlkit.rl import RLConfig, newest_checkpoint, train_rl
+from rlkit.rl import RLConfig, make_vec_env, newest_checkpoint, train_rl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -253,6 +254,42 @@ def test_bad_inputs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "only PPO reads --target-kl, --n-steps; --algo td3 would ignore them" in err
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("vec", ["batched", "dummy"])
+def test_training_cars_keep_a_margin_from_the_edge_and_evaluation_uses_the_road(vec):
+    """PPO's training cars leave the road at 0.8 of the half-width (SAC/TD3 and
+    --train-edge 1: at the edge); the env config evaluation drives is not touched."""
+    road = RacingConfig()
+    for cfg, edge in (
+        (RLConfig(vec=vec, envs=2), 0.8),
+        (RLConfig(vec=vec, envs=2, algo="sac"), 1.0),
+        (RLConfig(vec=vec, envs=2, train_edge=0.8), 0.8),
+    ):
+        env = make_vec_env(cfg, road)
+        try:
+            configs = [env.sim.config] if vec == "batched" else env.get_attr("config")
+            assert [c.edge for c in configs] == [edge] * len(configs)
+        finally:
+            env.close()
+    assert road.edge == 1.0
+    with pytest.raises(SystemExit) as e:
+        main(["--train-edge", "0", "--output", "unused"])
+    assert e.value.code == 2
+
+
+def test_ppo_defaults_anneal_the_exploration_std_unless_it_is_learned(capsys):
+    assert RLConfig().std_schedule == (0.3, 0.05)
+    assert RLConfig(action_std=[0.2, 0.1]).std_schedule == (0.2, 0.1)
+    assert RLConfig(learn_std=True).std_schedule is None
+    assert RLConfig(algo="sac").std_schedule is None
+    assert (RLConfig().timesteps, RLConfig(algo="sac").timesteps) == (1_000_000, 500_000)
+    with pytest.raises(SystemExit) as e:
+        main(["--learn-std", "--action-std", "0.3", "0.1", "--output", "unused"])
+    assert e.value.code == 2
+    assert "--learn-std learns the exploration std, --action-std anneals it" in (
+        capsys.readouterr().err
+    )
 
 
 def test_checkpoint_from_another_algorithm_is_refused(bc_export, tmp_path, capsys):

@@ -64,7 +64,8 @@ class RacingEnv(gym.Env):
     At rest on the start line (sample 0), with a small random lateral offset and heading.
 
     ## Episode End
-    Terminated when the car leaves the road (``|lateral offset| > half-width``); truncated
+    Terminated when the car leaves the road (``|lateral offset| > edge * half-width``,
+    ``edge`` 1 by default); truncated
     after ``max_episode_steps`` (1000 steps of 0.05 s by default).
 
     ## Info

@@ -64,6 +64,9 @@ class RacingConfig:
         max_episode_steps: truncation horizon (steps of ``dt``).
         dt: simulation step in seconds.
         crash_penalty: subtracted from the reward on the step that leaves the track.
+        edge: where the car leaves the track, as a fraction of the half-width from the
+            centreline (1: the road's edge). RL trains PPO with 0.8 (``train_rl.py
+            --train-edge``), so its policies keep a margin; evaluation uses 1.
         start_noise: half-widths of the uniform start perturbation:
             (lateral offset in half-widths, heading in radians).
         car: vehicle parameters.
@@ -77,6 +80,7 @@ class RacingConfig:
     max_episode_steps: int = 1000
     dt: float = 0.05
     crash_penalty: float = 10.0
+    edge: float = 1.0
     start_noise: tuple[float, float] = (0.3, 0.05)
     car: CarParams = field(default_factory=CarParams)
     track: TrackSpec = field(default_factory=TrackSpec)
@@ -90,6 +94,10 @@ class RacingConfig:
             raise ValueError(f"max_episode_steps must be >= 1, got {self.max_episode_steps}")
         if self.dt <= 0:
             raise ValueError(f"dt must be > 0, got {self.dt}")
+        if not 0 < self.edge <= 1:
+            raise ValueError(
+                f"edge must be in (0, 1] (a fraction of the half-width), got {self.edge}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-safe dict (tuples become lists); inverse of :meth:`from_dict`."""
@@ -422,7 +430,7 @@ class RacingSim:
         self.last_lap_step = np.where(lap_done, self.steps, self.last_lap_step)
         self.laps = self.laps + lap_done
 
-        self.off_track = np.abs(self.lateral) > cfg.track.half_width
+        self.off_track = np.abs(self.lateral) > cfg.edge * cfg.track.half_width
         terminated = self.off_track.copy()
         truncated = (self.steps >= cfg.max_episode_steps) & ~terminated
         reward = ds / cfg.progress_unit - np.where(terminated, cfg.crash_penalty, 0.0)

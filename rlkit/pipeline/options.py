@@ -37,7 +37,7 @@ worker counts: flag > environment variable (RLKIT_COLLECT_WORKERS, RLKIT_BC_WORK
 RLKIT_RL_ENVS) > the seeds' formulas on the core count (RLKIT_CORES or nproc).
 settings: config.yml (or --config PATH), as for every tool; flags after -- go to every stage
 that has them, e.g.  ./train_optimized.sh -- --seed 3 --epochs 20 --algo sac
-presets: default = config.yml sizes (the seeds' 100 episodes, 50 epochs, 500k timesteps);
+presets: default = config.yml sizes (the seeds' 100 episodes, 50 epochs; PPO 1M env steps);
 --quick = 20 episodes, 10 epochs, 60k timesteps (35 s measured on 2 cores; see README.md).
 run folder: locked while a pipeline writes it; stages die with the pipeline; Ctrl-C stops the
 running stage (it saves what it can), then --resume RUN_DIR continues."""

@@ -18,11 +18,17 @@ ALGOS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO, "td3": TD3}
 #: little against lapping faster, and across 5 seeds 2 final policies left the track on 20 and
 #: 80 % of the test tracks; at 0.999 none did (docs/rl.md, bench/bench_rl.py --seeds 5)
 PPO_GAMMA = 0.999
+#: PPO's defaults for a final policy that is fast and stays on the track (docs/rl.md): training
+#: cars leave the road 1 m inside its edge, the exploration std is annealed from 0.3 to 0.05,
+#: over 1M env steps. SAC/TD3 train at the road's edge, for 500k steps.
+PPO_EDGE = 0.8
+PPO_ACTION_STD = (0.3, 0.05)
+PPO_TIMESTEPS = 1_000_000
 BATCHED_CARS = 16  # default car count of --vec batched (bench/bench_rl.py)
 
 
 #: Settings only PPO reads: given with SAC or TD3 they are an error, not silently ignored.
-PPO_ONLY = ("action_std", "target_kl", "gae_lambda", "n_steps")
+PPO_ONLY = ("action_std", "learn_std", "target_kl", "gae_lambda", "n_steps")
 
 
 @dataclass
@@ -44,7 +50,12 @@ class RLConfig:
             f"{WORKER_RULES['rl'][0]})"
         },
     )
-    timesteps: int = field(default=500_000, metadata={"help": "environment steps to train"})
+    timesteps: int | None = field(
+        default=None,
+        metadata={
+            "help": "environment steps to train (default 1,000,000 for PPO, 500,000 for SAC/TD3)"
+        },
+    )
     batch_size: int = field(default=256, metadata={"help": "SGD minibatch size"})
     lr: float = field(default=3e-4, metadata={"help": "learning rate"})
     lr_schedule: Literal["constant", "linear"] = field(
@@ -62,12 +73,29 @@ class RLConfig:
             "0.99 for SAC/TD3"
         },
     )
+    train_edge: float | None = field(
+        default=None,
+        metadata={
+            "help": "where a training car leaves the road, as a fraction of the half-width: "
+            "default 0.8 for PPO (a 1 m margin the policy learns to keep, so the final "
+            "policy stays on the track: docs/rl.md), 1 for SAC/TD3; evaluation always uses "
+            "the whole road"
+        },
+    )
     action_std: list[float] | None = field(
         default=None,
         metadata={
             "help": "PPO: the exploration std, annealed linearly from the first value to the "
-            "second over --timesteps instead of learned (e.g. 0.3 0.05)",
+            "second over --timesteps (default 0.3 0.05: it finds the fast way round in every "
+            "seed, docs/rl.md)",
             "nargs": 2,
+        },
+    )
+    learn_std: bool = field(
+        default=False,
+        metadata={
+            "help": "PPO: learn the exploration std by gradient (SB3's default) instead of "
+            "annealing it as --action-std"
         },
     )
     target_kl: float | None = field(
@@ -204,6 +232,8 @@ class RLConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.timesteps is None:
+            self.timesteps = PPO_TIMESTEPS if self.algo == "ppo" else 500_000
         ppo_only = [
             f"--{f.name.replace('_', '-')}"
             for f in dataclasses.fields(self)
@@ -233,6 +263,10 @@ class RLConfig:
             (
                 self.seeds is None or self.seed is None,
                 f"pass either --seed or --seeds, not both (seed {self.seed}, seeds {self.seeds})",
+            ),
+            (
+                not (self.learn_std and self.action_std),
+                "--learn-std learns the exploration std, --action-std anneals it: pass one",
             ),
             (
                 self.action_std is None
@@ -285,6 +319,7 @@ class RLConfig:
                 "target_kl": (1e-6, 100),
                 "gae_lambda": (0, 1),
                 "gamma": (0, 1),
+                "train_edge": (0.01, 1),
                 "gradient_steps": (1, 1e6),
                 "train_freq": (1, 1e6),
                 "buffer_size": (1, 1e8),
@@ -311,6 +346,20 @@ class RLConfig:
         if self.gamma is not None:
             return self.gamma
         return PPO_GAMMA if self.algo == "ppo" else 0.99
+
+    @property
+    def std_schedule(self) -> tuple[float, float] | None:
+        """PPO's exploration std from start to end (None: learned; SAC/TD3: always None)."""
+        if self.algo != "ppo" or self.learn_std:
+            return None
+        return tuple(self.action_std) if self.action_std else PPO_ACTION_STD
+
+    @property
+    def edge(self) -> float:
+        """``--train-edge``, else the algorithm's default (PPO 0.8, SAC/TD3 1)."""
+        if self.train_edge is not None:
+            return self.train_edge
+        return PPO_EDGE if self.algo == "ppo" else 1.0
 
     @property
     def run_seed(self) -> int:

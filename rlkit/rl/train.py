@@ -96,8 +96,12 @@ def _abandon(env: VecEnv) -> None:
 
 
 def make_vec_env(cfg: RLConfig, env_config: RacingConfig) -> VecEnv:
-    """The training VecEnv; car/env ``i`` is seeded with ``seed + i``."""
+    """The training VecEnv; car/env ``i`` is seeded with ``seed + i``.
+
+    Its cars leave the road at ``cfg.edge`` of the half-width (evaluation: at the edge).
+    """
     n = cfg.num_envs
+    env_config = dataclasses.replace(env_config, edge=cfg.edge)
     if cfg.vec == "batched":
         return RacingVecEnv(n, config=env_config, seed=cfg.run_seed)
 
@@ -400,8 +404,8 @@ def _callbacks(
         callbacks.append(WallClockLimit(t0, cfg.max_minutes * 60))
     if cfg.init_from and cfg.critic_warmup:
         callbacks.append(CriticWarmup(cfg.critic_warmup))
-    if cfg.action_std and isinstance(model, PPO):
-        callbacks.append(StdSchedule(*cfg.action_std, cfg.timesteps))
+    if cfg.std_schedule and isinstance(model, PPO):
+        callbacks.append(StdSchedule(*cfg.std_schedule, cfg.timesteps))
     if cfg.demos and cfg.bc_weight > 0 and isinstance(model, OffPolicyAlgorithm):
         demo = load_demos(cfg.demos, model, cfg.obs_key, cfg.action_key)
         callbacks.append(BCRegulariser(demo["obs"], demo["action"], cfg.bc_weight, cfg.run_seed))
