@@ -19,10 +19,10 @@ ALGOS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO, "td3": TD3}
 #: 80 % of the test tracks; at 0.999 none did (docs/rl.md, bench/bench_rl.py --seeds 5)
 PPO_GAMMA = 0.999
 #: PPO's defaults for a final policy that is fast and stays on the track (docs/rl.md): training
-#: cars leave the road 1 m inside its edge, the exploration std is annealed from 0.3 to 0.05,
+#: cars leave the road 1 m inside its edge, the exploration std is annealed from 0.4 to 0.05,
 #: over 1M env steps. SAC/TD3 train at the road's edge, for 500k steps.
 PPO_EDGE = 0.8
-PPO_ACTION_STD = (0.3, 0.05)
+PPO_ACTION_STD = (0.4, 0.05)
 PPO_TIMESTEPS = 1_000_000
 BATCHED_CARS = 16  # default car count of --vec batched (bench/bench_rl.py)
 
@@ -86,7 +86,7 @@ class RLConfig:
         default=None,
         metadata={
             "help": "PPO: the exploration std, annealed linearly from the first value to the "
-            "second over --timesteps (default 0.3 0.05: it finds the fast way round in every "
+            "second over --timesteps (default 0.4 0.05: it finds the fast way round in every "
             "seed, docs/rl.md)",
             "nargs": 2,
         },
