@@ -22,7 +22,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ import numpy as np
 
 from rlkit.cluster import ClusterInfo, check_executor, map_ordered, ray_session
 from rlkit.config import run_config_files
+from rlkit.config.fields import check_fields, opt
 from rlkit.envs.expert import Expert
 from rlkit.envs.sim import RacingConfig
 from rlkit.lerobot.env_meta import ENV_META_PATH, env_meta_text
@@ -49,15 +50,6 @@ logger = logging.getLogger(__name__)
 TASK = "drive laps of the track as fast as possible without leaving it"
 
 
-# Upper bounds of the options (CollectConfig.__post_init__).
-MAX_EPISODES = 10_000_000
-MAX_WORKERS = 256
-MAX_NOISE = 10.0  # actions are clipped to [-1, 1]: a larger std is a coin flip already
-MAX_STEPS = 100_000
-MAX_CHUNK_SIZE = 4096
-MAX_RAYS = 1024
-MAX_PREVIEW, MAX_PREVIEW_M = 64, 1000.0  # entries; metres (the preview wraps round the lap)
-MIN_CAMERA, MAX_CAMERA = 8, 1024
 #: the default camera's LeRobot feature, and the episodes per task when recording a camera
 #: (a chunk holds its frames until it is encoded: 8 cars x 1000 frames of 96 x 96 are 221 MB)
 CAMERA_KEY = CAMERA_KEYS["top"]
@@ -68,139 +60,88 @@ CAMERA_CHUNK = 8
 class CollectConfig:
     """Options of ``collect_demonstrations.py`` (section ``collect`` of config.yml)."""
 
-    episodes: int = field(default=100, metadata={"help": "number of demonstration episodes"})
-    workers: int | None = field(
-        default=None,
-        metadata={
-            "help": f"worker processes (default: {WORKER_RULES['collect'][0]}; 1 = in-process)"
-        },
+    episodes: int = opt(
+        100,
+        "number of demonstration episodes",
+        bounds="[1, 1e7]",
+        why="the frames are held in memory until the dataset is written; collect in parts and "
+        "merge them",
     )
-    seed: int = field(
-        default=0, metadata={"help": "run seed; episode k uses a seed derived from (seed, k)"}
+    workers: int | None = opt(
+        None,
+        f"worker processes (default: {WORKER_RULES['collect'][0]}; 1 = in-process)",
+        bounds="[1, 256]",
+        why="one process each",
     )
-    output: str = field(default="data/demos", metadata={"help": "output LeRobot dataset folder"})
-    noise: float = field(
-        default=0.1,
-        metadata={
-            "help": "std of Gaussian noise on the executed action (the clean action is recorded)"
-        },
+    seed: int = opt(0, "run seed; episode k uses a seed derived from (seed, k)", bounds="[0, 2^32)")
+    output: str = opt("data/demos", "output LeRobot dataset folder")
+    noise: float = opt(
+        0.1,
+        "std of Gaussian noise on the executed action (the clean action is recorded)",
+        bounds="[0, 10]",
+        why="std of the noise on actions clipped to [-1, 1]",
     )
-    max_steps: int = field(
-        default=1000, metadata={"help": "steps per episode (0.05 s each) before truncation"}
+    max_steps: int = opt(
+        1000,
+        "steps per episode (0.05 s each) before truncation",
+        bounds="[1, 100000]",
+        why="5000 s of driving; each worker buffers max_steps frames per car",
     )
-    overwrite: bool = field(default=False, metadata={"help": "replace an existing output dataset"})
-    chunk_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "episodes per worker task, stepped as one batch of cars (default: balanced)"
-        },
+    overwrite: bool = opt(False, "replace an existing output dataset")
+    chunk_size: int | None = opt(
+        None,
+        "episodes per worker task, stepped as one batch of cars (default: balanced)",
+        bounds="[1, 4096]",
     )
-    n_rays: int = field(default=11, metadata={"help": "range-sensor rays in the observation"})
-    preview: list[float] = field(
-        default_factory=lambda: list(RacingConfig.preview),
-        metadata={
-            "help": "distances ahead (m), increasing, at which the observation shows the track "
-            "curvature (a denser look ahead: 5 10 15 20 25 30 35 40 50 60, docs/rl.md)"
-        },
+    n_rays: int = opt(11, "range-sensor rays in the observation", bounds="[1, 1024]")
+    preview: list[float] = opt(
+        list(RacingConfig.preview),
+        "distances ahead (m), increasing, at which the observation shows the track "
+        "curvature (a denser look ahead: 5 10 15 20 25 30 35 40 50 60, docs/rl.md)",
+        bounds="[0, 1000]",
+        why="metres ahead, increasing, at most 64 of them",
     )
-    camera: int | None = field(
-        default=None,
-        metadata={
-            "help": "also record a camera, SIZE x SIZE pixels (e.g. 96), as the LeRobot video "
-            "feature observation.images.<--camera-view> (needs pip install 'rlkit[video]'); "
-            "off by default"
-        },
+    camera: int | None = opt(
+        None,
+        "also record a camera, SIZE x SIZE pixels (e.g. 96), as the LeRobot video "
+        "feature observation.images.<--camera-view> (needs pip install 'rlkit[video]'); "
+        "off by default",
+        bounds="[8, 1024]",
+        why="a size in pixels, e.g. 96",
     )
-    camera_view: Literal["top", "ego"] = field(
-        default="top",
-        metadata={
-            "help": "--camera: top (the whole track from above) or ego (from above and behind "
-            "the car, heading up, 48 m across: the road ahead in the same place on every track)"
-        },
+    camera_view: Literal["top", "ego"] = opt(
+        "top",
+        "--camera: top (the whole track from above) or ego (from above and behind "
+        "the car, heading up, 48 m across: the road ahead in the same place on every track)",
     )
-    vcodec: Literal["libsvtav1", "h264"] = field(
-        default="libsvtav1",
-        metadata={"help": "--camera: video codec (libsvtav1: AV1 as LeRobot encodes; h264)"},
+    vcodec: Literal["libsvtav1", "h264"] = opt(
+        "libsvtav1", "--camera: video codec (libsvtav1: AV1 as LeRobot encodes; h264)"
     )
-    executor: Literal["local", "ray"] = field(
-        default="local",
-        metadata={
-            "help": "local: a process pool on this machine; ray: each chunk is a Ray task on "
-            "the cluster (--ray-address), the same dataset byte for byte (pip install "
-            "'rlkit[ray]')"
-        },
+    executor: Literal["local", "ray"] = opt(
+        "local",
+        "local: a process pool on this machine; ray: each chunk is a Ray task on "
+        "the cluster (--ray-address), the same dataset byte for byte (pip install "
+        "'rlkit[ray]')",
     )
-    ray_address: str | None = field(
-        default=None,
-        metadata={
-            "help": "--executor ray: the cluster to join (host:port, or auto); default "
-            "RAY_ADDRESS, else a Ray instance on this machine (--workers CPUs)"
-        },
+    ray_address: str | None = opt(
+        None,
+        "--executor ray: the cluster to join (host:port, or auto); default "
+        "RAY_ADDRESS, else a Ray instance on this machine (--workers CPUs)",
     )
 
     def __post_init__(self) -> None:
-        # Bounds checked before any work: --episodes 1e20 once grew the episode list to 5 GB
-        # before anything was written, and --noise nan silently drove with NaN actions.
-        if self.episodes < 1:
-            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
-        if self.episodes > MAX_EPISODES:
+        # Checked before any work: --episodes 1e20 once grew the episode list to 5 GB before
+        # anything was written, and --noise nan silently drove with NaN actions.
+        check_fields(self)
+        if not 1 <= len(self.preview) <= 64 or list(self.preview) != sorted(set(self.preview)):
             raise ValueError(
-                f"episodes must be <= {MAX_EPISODES} (the frames are held in memory until the "
-                f"dataset is written; collect in parts and merge them), got {self.episodes}"
-            )
-        if self.workers is not None and self.workers < 1:
-            raise ValueError(f"workers must be >= 1 (or unset for cores - 1), got {self.workers}")
-        if self.workers is not None and self.workers > MAX_WORKERS:
-            raise ValueError(
-                f"workers must be <= {MAX_WORKERS} (one process each), got {self.workers}"
-            )
-        if not 0 <= self.seed < 2**32:
-            raise ValueError(f"seed must be in [0, 2^32), got {self.seed}")
-        if not math.isfinite(self.noise):
-            raise ValueError(f"noise must be a finite number, got {self.noise}")
-        if self.noise < 0:
-            raise ValueError(f"noise must be >= 0, got {self.noise}")
-        if self.noise > MAX_NOISE:
-            raise ValueError(
-                f"noise must be <= {MAX_NOISE} (std of the noise on actions clipped to [-1, 1]),"
-                f" got {self.noise}"
-            )
-        if self.max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.max_steps > MAX_STEPS:
-            raise ValueError(
-                f"max_steps must be <= {MAX_STEPS} ({MAX_STEPS * 0.05:.0f} s of driving; each "
-                f"worker buffers max_steps frames per car), got {self.max_steps}"
-            )
-        if self.chunk_size is not None and self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
-        if self.chunk_size is not None and self.chunk_size > MAX_CHUNK_SIZE:
-            raise ValueError(
-                f"chunk_size must be <= {MAX_CHUNK_SIZE} (cars stepped as one batch), "
-                f"got {self.chunk_size}"
-            )
-        if self.n_rays < 1:
-            raise ValueError(f"n_rays must be >= 1, got {self.n_rays}")
-        if self.n_rays > MAX_RAYS:
-            raise ValueError(f"n_rays must be <= {MAX_RAYS}, got {self.n_rays}")
-        if not (
-            1 <= len(self.preview) <= MAX_PREVIEW
-            and all(math.isfinite(d) and 0 <= d <= MAX_PREVIEW_M for d in self.preview)
-            and list(self.preview) == sorted(set(self.preview))  # increasing
-        ):
-            raise ValueError(
-                f"preview must be 1 to {MAX_PREVIEW} increasing distances in metres from 0 to "
-                f"{MAX_PREVIEW_M:g} (e.g. 5 15 30 50), got {self.preview}"
+                "preview must be 1 to 64 increasing distances in metres (e.g. 5 15 30 50), "
+                f"got {self.preview}"
             )
         if not str(self.output).strip():
             raise ValueError("output must name a dataset folder, got ''; pass --output DIR")
         check_executor(self.executor)
         if self.camera is not None:
-            if not MIN_CAMERA <= self.camera <= MAX_CAMERA:
-                raise ValueError(
-                    f"camera must be a size in pixels from {MIN_CAMERA} to {MAX_CAMERA} "
-                    f"(e.g. 96), got {self.camera}"
-                )
             check_vcodec(self.vcodec)
 
     @property

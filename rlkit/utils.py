@@ -247,22 +247,6 @@ def torch_save_atomic(obj: Any, path: str | Path) -> Path:
     return Path(path)
 
 
-def check_ranges(cfg: Any, bounds: dict[str, tuple[float, float]]) -> None:
-    """Raise ``ValueError("name must be in [lo, hi], got v")`` for the first field of ``cfg``
-    outside its bounds (``None`` values are left to the field's default)."""
-    for name, (lo, hi) in bounds.items():
-        v = getattr(cfg, name)
-        if v is not None and not lo <= v <= hi:
-            raise ValueError(f"{name} must be in [{_bound(lo)}, {_bound(hi)}], got {v}")
-
-
-def _bound(x: float) -> str:
-    """A bound as written in the code: ``1e10``, ``4294967295``, ``1e-10``, ``0.5``."""
-    if x == int(x) and (abs(x) < 1e6 or math.log10(abs(x)) % 1):
-        return str(int(x))
-    return f"{x:g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
-
-
 def worker_setup() -> None:
     """Call first in a worker process rlkit starts (collection pool, subprocess envs).
 

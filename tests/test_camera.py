@@ -148,7 +148,7 @@ def test_a_video_shorter_than_its_episodes_is_an_error(camera_set, tmp_path):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--camera", "0"], "camera must be a size in pixels"),
+        (["--camera", "0"], "camera must be in [8, 1024] (a size in pixels, e.g. 96), got"),
         (["--camera", "big"], "--camera"),
         (["--camera", "32", "--vcodec", "mpeg2"], "--vcodec"),
     ],

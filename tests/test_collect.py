@@ -142,9 +142,9 @@ def test_cli_runs_end_to_end_and_prints_a_summary(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--episodes", "0"], "episodes must be >= 1, got 0"),
-        (["--workers", "0"], "workers must be >= 1"),
-        (["--noise", "-1"], "noise must be >= 0"),
+        (["--episodes", "0"], "episodes must be in [1, 1e7]"),
+        (["--workers", "0"], "workers must be in [1, 256]"),
+        (["--noise", "-1"], "noise must be in [0, 10]"),
     ],
 )
 def test_bad_flags_exit_2_with_a_clear_message(tmp_path, capsys, argv, message):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -19,6 +21,8 @@ from rlkit.config import (
     parse_config,
     save_run_config,
 )
+from rlkit.config.fields import check_fields, opt
+from rlkit.tools import TOOLS
 
 
 @dataclass
@@ -356,3 +360,63 @@ def test_build_parser_rejects_unsupported_types() -> None:
 
     with pytest.raises(TypeError, match="unsupported"):
         build_parser(Bad)
+
+
+# -- opt() bounds, checked by check_fields -----------------------------------------------------
+
+
+@dataclass
+class Bounded:
+    epochs: int = opt(50, "training epochs", bounds="[1, 1e6]")
+    lr: float = opt(1e-3, "learning rate", bounds="(0, 1]")
+    seed: int = opt(0, "seed", bounds="[0, 2^32)")
+    widths: list[int] = opt([256, 256], "hidden widths", bounds="[1, 16384]")
+    threads: int | None = opt(None, "threads (default: cores)", bounds="[1, 1024]", why="a cap")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"epochs": 0}, "epochs must be in [1, 1e6], got 0"),
+        ({"epochs": 1_000_001}, "epochs must be in [1, 1e6], got 1000001"),
+        ({"lr": 0.0}, "lr must be in (0, 1], got 0.0"),  # an open end excludes its bound
+        ({"lr": float("nan")}, "lr must be in (0, 1], got nan"),
+        ({"seed": 2**32}, f"seed must be in [0, 2^32), got {2**32}"),
+        ({"widths": [64, 0]}, "widths must be in [1, 16384], got [64, 0]"),  # every item
+        ({"threads": 0}, "threads must be in [1, 1024] (a cap), got 0"),
+    ],
+)
+def test_check_fields_names_the_option_its_bounds_and_the_value(options, message):
+    with pytest.raises(ValueError) as e:
+        Bounded(**options)
+    assert str(e.value) == message
+
+
+def test_bounds_accept_their_closed_ends_none_and_give_each_instance_its_own_list():
+    a = Bounded(epochs=1, lr=1.0, seed=2**32 - 1, threads=None)
+    a.widths.append(8)
+    assert Bounded().widths == [256, 256]
+
+
+def test_a_malformed_interval_fails_where_it_is_written():
+    with pytest.raises(ValueError, match="bounds '1..10' is not an interval"):
+        opt(1, "x", bounds="1..10")
+
+
+@pytest.mark.parametrize("section", sorted(TOOLS))
+def test_every_numeric_option_of_every_tool_has_bounds(section):
+    """A typo (--episodes 1e20) must be one clear error, not an allocation the kernel kills."""
+    cls = TOOLS[section].options_class()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        numeric = {int, float} & {
+            tp,
+            *typing.get_args(tp),
+            *(a for arg in typing.get_args(tp) for a in typing.get_args(arg)),
+        }
+        if numeric:
+            assert "bounds" in f.metadata, f"{cls.__name__}.{f.name} has no bounds"

@@ -353,7 +353,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(tool, demos, bc_export, tmp_path):
     ("main", "argv", "message"),
     [
         (bc_main, ["--workers", "100000"], "workers must be in [0, 64]"),
-        (bc_main, ["--hidden", "100000"], "hidden must be 1 to 16 widths in [1, 16384]"),
+        (bc_main, ["--hidden", "100000"], "hidden must be in [1, 16384], got [100000]"),
         (bc_main, ["--epochs", "10000000"], "epochs must be in [1, 1e6]"),
         (bc_main, ["--epochs", "100000000000000000000"], "--epochs"),
         (bc_main, ["--lr", "1e20"], "lr must be in (0, 1]"),

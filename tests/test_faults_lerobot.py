@@ -328,16 +328,22 @@ def test_a_file_given_as_a_dataset_is_called_a_file(
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"episodes": 10**20}, "episodes must be <= 10000000 (the frames are held in memory"),
-        ({"noise": float("nan")}, "noise must be a finite number, got nan"),
-        ({"noise": float("inf")}, "noise must be a finite number, got inf"),
-        ({"noise": 11.0}, "noise must be <= 10.0"),
-        ({"max_steps": 10**20}, "max_steps must be <= 100000 (5000 s of driving"),
-        ({"workers": 100_000}, "workers must be <= 256 (one process each)"),
-        ({"chunk_size": 10**20}, "chunk_size must be <= 4096 (cars stepped as one batch)"),
-        ({"n_rays": 10**20}, "n_rays must be <= 1024"),
+        ({"episodes": 10**20}, "episodes must be in [1, 1e7] (the frames are held in memory"),
+        (
+            {"noise": float("nan")},
+            "noise must be in [0, 10] (std of the noise on actions clipped to [-1, 1]), got nan",
+        ),
+        ({"noise": float("inf")}, "noise must be in [0, 10]"),
+        ({"noise": 11.0}, "noise must be in [0, 10]"),
+        ({"max_steps": 10**20}, "max_steps must be in [1, 100000] (5000 s of driving"),
+        ({"workers": 100_000}, "workers must be in [1, 256] (one process each)"),
+        ({"chunk_size": 10**20}, "chunk_size must be in [1, 4096], got"),
+        ({"n_rays": 10**20}, "n_rays must be in [1, 1024]"),
         ({"preview": []}, "preview must be 1 to 64 increasing distances in metres"),
-        ({"preview": [30.0, 15.0]}, "increasing distances in metres from 0 to 1000 (e.g. 5 15"),
+        (
+            {"preview": [30.0, 15.0]},
+            "increasing distances in metres (e.g. 5 15 30 50), got [30.0, 15.0]",
+        ),
         ({"preview": [-5.0]}, "got [-5.0]"),
         ({"seed": -1}, "seed must be in [0, 2^32), got -1"),
         ({"seed": 2**32}, f"seed must be in [0, 2^32), got {2**32}"),
@@ -352,14 +358,17 @@ def test_collect_options_are_bounded(options: dict, message: str) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"pad_to": 10**20}, "pad_to must be <= 65536 (columns of a padded vector feature"),
-        ({"stats_max_mb": float("nan")}, "stats_max_mb must be a finite number, got nan"),
-        ({"stats_max_mb": float("inf")}, "stats_max_mb must be a finite number, got inf"),
-        ({"stats_max_mb": 1e7}, "stats_max_mb must be <= 1048576"),
-        ({"data_files_size_in_mb": float("inf")}, "data_files_size_in_mb must be a finite"),
-        ({"data_files_size_in_mb": 1e9}, "data_files_size_in_mb must be <= 1048576"),
-        ({"chunks_size": 10**20}, "chunks_size must be <= 1000000"),
-        ({"workers": 100_000}, "workers must be <= 256 threads"),
+        ({"pad_to": 10**20}, "pad_to must be in [1, 65536] (columns of a padded vector feature"),
+        (
+            {"stats_max_mb": float("nan")},
+            "stats_max_mb must be in [0, 1048576] (1 TB of merged columns held in memory), got nan",
+        ),
+        ({"stats_max_mb": float("inf")}, "stats_max_mb must be in [0, 1048576]"),
+        ({"stats_max_mb": 1e7}, "stats_max_mb must be in [0, 1048576]"),
+        ({"data_files_size_in_mb": float("inf")}, "data_files_size_in_mb must be in (0, 1048576]"),
+        ({"data_files_size_in_mb": 1e9}, "data_files_size_in_mb must be in (0, 1048576] (1 TB)"),
+        ({"chunks_size": 10**20}, "chunks_size must be in [1, 1e6]"),
+        ({"workers": 100_000}, "workers must be in [1, 256], got 100000"),
     ],
 )
 def test_merge_options_are_bounded(options: dict, message: str) -> None:
@@ -370,11 +379,11 @@ def test_merge_options_are_bounded(options: dict, message: str) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--episodes", "20000000"], "--episodes: episodes must be <= 10000000"),
+        (["--episodes", "20000000"], "--episodes: episodes must be in [1, 1e7]"),
         (["--episodes", HUGE], "--episodes"),  # argparse's int() takes 1e20 written out
         (["--noise", "nan"], "--noise"),
         (["--noise", "inf"], "--noise"),
-        (["--max-steps", "1000000"], "--max-steps: max_steps must be <= 100000"),
+        (["--max-steps", "1000000"], "--max-steps: max_steps must be in [1, 100000]"),
     ],
 )
 def test_collect_cli_refuses_out_of_range_flags_with_exit_2(
@@ -392,7 +401,10 @@ def test_merge_cli_refuses_a_huge_pad_to_before_reading(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     src = tiny_dataset(tmp_path / "src")
-    for value, message in [("100000", "--pad-to: pad_to must be <= 65536"), (HUGE, "--pad-to")]:
+    for value, message in [
+        ("100000", "--pad-to: pad_to must be in [1, 65536]"),
+        (HUGE, "--pad-to"),
+    ]:
         with pytest.raises(SystemExit) as e:
             merge_main(["--sources", str(src), "--pad-to", value, "--output", str(tmp_path / "x")])
         assert e.value.code == 2

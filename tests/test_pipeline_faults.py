@@ -361,14 +361,18 @@ def test_resume_checks_the_remaining_stages_before_running_any(tmp_path):
 @pytest.mark.parametrize(
     ("args", "env", "named"),
     [
-        (["--cores", "-4"], {}, "--cores: cores must be between 1 and 4096, got -4"),
-        (["--cores", "100000"], {}, "--cores: cores must be between 1 and 4096, got 100000"),
-        ([], {"RLKIT_CORES": "0"}, "RLKIT_CORES must be between 1 and 4096, got 0"),
+        (["--cores", "-4"], {}, "--cores: cores must be in [1, 4096], got -4"),
+        (["--cores", "100000"], {}, "--cores: cores must be in [1, 4096], got 100000"),
+        ([], {"RLKIT_CORES": "0"}, "RLKIT_CORES must be in [1, 4096], got 0"),
         ([], {"RLKIT_CORES": "four"}, "RLKIT_CORES must be an integer, got 'four'"),
-        (["--rl-envs", "0"], {}, "--rl-envs: rl_envs must be between 1 and 4096, got 0"),
-        (["--collect-workers", "-1"], {}, "--collect-workers: collect_workers must be between 1"),
-        ([], {"RLKIT_BC_WORKERS": "0"}, "RLKIT_BC_WORKERS must be between 1 and 4096, got 0"),
-        ([], {"RLKIT_RL_ENVS": "9999"}, "RLKIT_RL_ENVS must be between 1 and 4096, got 9999"),
+        (["--rl-envs", "0"], {}, "--rl-envs: rl_envs must be in [1, 4096], got 0"),
+        (
+            ["--collect-workers", "-1"],
+            {},
+            "--collect-workers: collect_workers must be in [1, 4096]",
+        ),
+        ([], {"RLKIT_BC_WORKERS": "0"}, "RLKIT_BC_WORKERS must be in [1, 4096], got 0"),
+        ([], {"RLKIT_RL_ENVS": "9999"}, "RLKIT_RL_ENVS must be in [1, 4096], got 9999"),
     ],
 )
 def test_bad_core_and_worker_counts_are_refused(tmp_path, monkeypatch, capsys, args, env, named):
@@ -389,7 +393,7 @@ def test_rlkit_cores_is_read_by_the_pipeline_naming_the_variable(tmp_path):
         env=_env(RLKIT_CORES="0"), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2
-    assert "RLKIT_CORES must be between 1 and 4096, got 0" in proc.stderr
+    assert "RLKIT_CORES must be in [1, 4096], got 0" in proc.stderr
     assert not (tmp_path / "run").exists()
 
 

@@ -329,6 +329,11 @@ def test_resume_with_other_training_settings_is_refused(bc_export, tmp_path, cap
     assert (out / "config.resolved.yml").read_text() == saved
     assert main([*resume, "--gamma", "0.99"]) == 1
     assert "gamma 0.999 (asked: 0.99)" in capsys.readouterr().err
+    # SB3 does not save these; the checkpoint records them
+    assert main([*resume, "--train-edge", "1"]) == 1
+    assert "train_edge 0.8 (asked: 1.0)" in capsys.readouterr().err
+    assert main([*resume, "--action-std", "0.3", "0.05"]) == 1
+    assert "action_std [0.4, 0.05] (asked: [0.3, 0.05])" in capsys.readouterr().err
     assert main(resume) == 0  # the same settings resume
 
 

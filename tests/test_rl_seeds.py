@@ -91,7 +91,7 @@ def test_a_failing_seed_is_named_and_the_others_are_kept(bc_export, tmp_path, ca
     ("flags", "message"),
     [
         (["--seeds", "0", "1", "0"], "--seeds has duplicates: [0, 1, 0]"),
-        (["--seeds", "-1", "2"], "--seeds must be in [0, 4294967295], got [-1, 2]"),
+        (["--seeds", "-1", "2"], "seeds must be in [0, 2^32), got [-1, 2]"),
         (["--seeds", "0", "1", "--seed", "3"], "pass either --seed or --seeds, not both"),
         (["--seeds", "0", "--eval-only", "m.zip"], "--seeds trains; --eval-only"),
         (["--seeds", "0", "--parallel", "0"], "parallel must be"),

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rlkit.config import cli_main
+from rlkit.config.fields import check_fields, opt
 from rlkit.lerobot.merge.config import MAX_WORKERS
 from rlkit.lerobot.validate import validate_dataset
 
@@ -27,19 +28,15 @@ class ValidateConfig:
     """Options of ``rlkit-validate-lerobot``."""
 
     # required, and at least one (nargs "+"): argparse says so before any file is read
-    datasets: list[str] = field(
-        metadata={"positional": True, "nargs": "+", "help": "dataset folder(s)"}
-    )
-    workers: int | None = field(
-        default=None,
-        metadata={"help": f"threads for file checks (default: cores; at most {MAX_WORKERS})"},
+    datasets: list[str] = opt(help="dataset folder(s)", positional=True, nargs="+")
+    workers: int | None = opt(
+        None, "threads for file checks (default: cores)", bounds=f"[1, {MAX_WORKERS}]"
     )
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if not self.datasets:
             raise ValueError("datasets must name at least one dataset folder, got none")
-        if self.workers is not None and not 1 <= self.workers <= MAX_WORKERS:
-            raise ValueError(f"workers must be in [1, {MAX_WORKERS}], got {self.workers}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,14 +2,19 @@
 
 Every rlkit tool describes its options as a dataclass. This module turns that dataclass into
 an argparse parser (so flags and config keys cannot drift), reads the tool's section of
-``config.yml``, merges the three layers and builds the dataclass, whose ``__post_init__``
-does the checks::
+``config.yml``, merges the three layers and builds the dataclass. Each option is declared
+with :func:`~rlkit.config.fields.opt` (default, help, bounds); ``__post_init__`` calls
+:func:`~rlkit.config.fields.check_fields` for the bounds, then checks what depends on several
+options::
 
     @dataclass
     class CollectConfig:
-        episodes: int = field(default=100, metadata={"help": "number of episodes"})
-        loading_workers: int = field(default=4, metadata={"aliases": ["world_loading_workers"]})
-        data_dir: str = field(default="", metadata={"positional": True, "help": "input"})
+        episodes: int = opt(100, "number of episodes", bounds="[1, 1e7]")
+        loading_workers: int = opt(4, "threads", aliases=["world_loading_workers"])
+        data_dir: str = opt("", "input", positional=True)
+
+        def __post_init__(self) -> None:
+            check_fields(self)
 
     cfg = cli_main(CollectConfig, "collect", argv, prog="collect_demonstrations.py")
 
@@ -41,8 +46,8 @@ integers outside the 64-bit range and files that are not UTF-8 raise :class:`Con
 naming the file, the section, the key (and the line where known) and a "did you mean ..."
 suggestion; a bad flag value is an argparse error naming the flag. A ``ValueError`` from the
 dataclass's ``__post_init__`` names where the offending value came from:
-``config.yml: collect.episodes: episodes must be >= 1, got -5`` or
-``--episodes: episodes must be >= 1, got -5``.
+``config.yml: collect.episodes: episodes must be in [1, 1e7], got -5`` or
+``--episodes: episodes must be in [1, 1e7], got -5``.
 """
 
 from __future__ import annotations

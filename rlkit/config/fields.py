@@ -1,9 +1,11 @@
-"""Config fields: their types, names, defaults and help, and YAML value coercion."""
+"""Config fields: their declaration (:func:`opt`), types, names, defaults, help and bounds
+(:func:`check_fields`), and YAML value coercion."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -42,6 +44,82 @@ class _Unset:
 
 _UNSET: Any = _Unset()
 _NONE_STRINGS = frozenset({"none", "null"})
+
+
+# --------------------------------------------------------------------------------------------
+# Declaring options and checking their bounds
+# --------------------------------------------------------------------------------------------
+
+
+def opt(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    bounds: str | None = None,
+    why: str = "",
+    **metadata: Any,
+) -> Any:
+    """One option of a tool's dataclass: its default, ``--help`` text and bounds.
+
+    ``bounds`` is an interval as a reader writes it, ``"[1, 1e6]"``, ``"(0, 1]"``,
+    ``"[0, 2^32)"``: :func:`check_fields` refuses a value outside it (each item of a list),
+    naming the option, the interval, ``why`` and the value. A list default is copied for each
+    instance. Other keywords (``nargs``, ``aliases``, ``positional``, ``metavar``) go to the
+    parser through the field's metadata.
+
+    Example::
+
+        epochs: int = opt(50, "training epochs", bounds="[1, 1e6]")
+    """
+    if help:
+        metadata["help"] = help
+    if bounds is not None:
+        _interval(bounds)  # a typo in the code fails at import, not at the user
+        metadata["bounds"] = bounds
+        metadata["why"] = why
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+_INTERVAL_RE = re.compile(r"^([\[(])\s*([^,\s]+)\s*,\s*([^,\s]+)\s*([\])])$")
+
+
+def _number(text: str) -> float:
+    base, _, exp = text.partition("^")
+    return float(base) ** float(exp) if exp else float(text)
+
+
+def _interval(text: str) -> tuple[float, float, bool, bool]:
+    """``"[1, 1e6)"`` -> ``(1.0, 1e6, True, False)``: bounds and whether each is included."""
+    m = _INTERVAL_RE.match(text)
+    if m is None:
+        raise ValueError(f"bounds {text!r} is not an interval such as '[1, 1e6]' or '(0, 1]'")
+    return _number(m[2]), _number(m[3]), m[1] == "[", m[4] == "]"
+
+
+def _inside(value: float, interval: tuple[float, float, bool, bool]) -> bool:
+    lo, hi, lo_in, hi_in = interval
+    above = value >= lo if lo_in else value > lo
+    below = value <= hi if hi_in else value < hi
+    return above and below  # False for NaN
+
+
+def check_fields(cfg: Any) -> None:
+    """Raise ``ValueError`` for the first field of dataclass ``cfg`` outside its
+    :func:`opt` bounds: ``"epochs must be in [1, 1e6], got 0"``. ``None`` (the field's
+    automatic default) is always accepted. Each tool's ``__post_init__`` calls this first,
+    then checks what depends on several options."""
+    for f in dataclasses.fields(cfg):
+        text = f.metadata.get("bounds")
+        value = getattr(cfg, f.name)
+        if text is None or value is None:
+            continue
+        interval = _interval(text)
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if not all(_inside(v, interval) for v in items):
+            why = f" ({f.metadata['why']})" if f.metadata.get("why") else ""
+            raise ValueError(f"{f.name} must be in {text}{why}, got {value}")
 
 
 # --------------------------------------------------------------------------------------------

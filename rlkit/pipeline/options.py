@@ -7,9 +7,10 @@ A dataclass like every tool's options, so its parser, help and checks come from
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Literal
 
+from rlkit.config.fields import check_fields, opt
 from rlkit.utils import WORKER_RULES
 
 __all__ = [
@@ -57,71 +58,50 @@ class PipelineOptions:
     """Options of ``train_optimized.sh``; ``--resume`` takes none of the others but ``--cores``
     (the run repeats the settings saved in its ``pipeline.json``)."""
 
-    quick: bool = field(default=False, metadata={"help": "small sizes: ~35 s on 2 cores"})
-    resume: str | None = field(
-        default=None,
-        metadata={
-            "metavar": "RUN_DIR",
-            "help": "continue an interrupted run with its saved settings (default: a new run)",
-        },
+    quick: bool = opt(False, "small sizes: ~35 s on 2 cores")
+    resume: str | None = opt(
+        None,
+        "continue an interrupted run with its saved settings (default: a new run)",
+        metavar="RUN_DIR",
     )
-    output: str | None = field(
-        default=None,
-        metadata={"metavar": "RUN_DIR", "help": "run folder (default: runs/<timestamp>)"},
+    output: str | None = opt(None, "run folder (default: runs/<timestamp>)", metavar="RUN_DIR")
+    with_world_model: bool = opt(False, "also run train_world_model.py")
+    config: str | None = opt(
+        None,
+        "YAML file with one section per tool, given to every stage "
+        "(default: ./config.yml if it exists)",
+        metavar="PATH",
     )
-    with_world_model: bool = field(
-        default=False, metadata={"help": "also run train_world_model.py"}
+    cores: int | None = opt(
+        None,
+        f"core count, 1 to {MAX_CORES} (default: RLKIT_CORES, else nproc)",
+        bounds=f"[1, {MAX_CORES}]",
     )
-    config: str | None = field(
-        default=None,
-        metadata={
-            "metavar": "PATH",
-            "help": "YAML file with one section per tool, given to every stage "
-            "(default: ./config.yml if it exists)",
-        },
+    collect_workers: int | None = opt(
+        None, _workers_help("collection processes", "collect"), bounds=f"[1, {MAX_WORKERS}]"
     )
-    cores: int | None = field(
-        default=None,
-        metadata={"help": f"core count, 1 to {MAX_CORES} (default: RLKIT_CORES, else nproc)"},
+    bc_workers: int | None = opt(
+        None, _workers_help("BC DataLoader workers", "bc"), bounds=f"[1, {MAX_WORKERS}]"
     )
-    collect_workers: int | None = field(
-        default=None, metadata={"help": _workers_help("collection processes", "collect")}
+    rl_envs: int | None = opt(
+        None, _workers_help("RL subprocess envs", "rl"), bounds=f"[1, {MAX_WORKERS}]"
     )
-    bc_workers: int | None = field(
-        default=None, metadata={"help": _workers_help("BC DataLoader workers", "bc")}
+    seeds: int | None = opt(
+        None,
+        "train the RL stage with N seeds (0 .. N-1) from the same BC policy, in "
+        "parallel processes, and report their mean, IQM and 95% bootstrap CI "
+        "(default: one run, the rl section's seed)",
+        metavar="N",
+        bounds=f"[1, {MAX_SEEDS}]",
     )
-    rl_envs: int | None = field(
-        default=None, metadata={"help": _workers_help("RL subprocess envs", "rl")}
-    )
-    seeds: int | None = field(
-        default=None,
-        metadata={
-            "metavar": "N",
-            "help": "train the RL stage with N seeds (0 .. N-1) from the same BC policy, in "
-            "parallel processes, and report their mean, IQM and 95% bootstrap CI "
-            "(default: one run, the rl section's seed)",
-        },
-    )
-    executor: Literal["local", "ray"] = field(
-        default="local",
-        metadata={
-            "help": "ray: collect and train the --seeds as Ray tasks on the cluster at "
-            "RAY_ADDRESS (else a Ray instance on this machine); needs pip install 'rlkit[ray]'"
-        },
+    executor: Literal["local", "ray"] = opt(
+        "local",
+        "ray: collect and train the --seeds as Ray tasks on the cluster at "
+        "RAY_ADDRESS (else a Ray instance on this machine); needs pip install 'rlkit[ray]'",
     )
 
     def __post_init__(self) -> None:
-        bounds = {
-            "cores": MAX_CORES,
-            "collect_workers": MAX_WORKERS,
-            "bc_workers": MAX_WORKERS,
-            "rl_envs": MAX_WORKERS,
-            "seeds": MAX_SEEDS,
-        }
-        for name, high in bounds.items():
-            value = getattr(self, name)
-            if value is not None and not 1 <= value <= high:
-                raise ValueError(f"{name} must be between 1 and {high}, got {value}")
+        check_fields(self)
         if self.resume is not None:
             allowed = {"resume", "cores"}  # cores: checked, as RLKIT_CORES is, then unused
             given = [

@@ -158,7 +158,7 @@ def _count(text: str, name: str, high: int) -> int:
     except ValueError:
         raise PipelineError(f"{name} must be an integer, got {text!r}") from None
     if not 1 <= n <= high:
-        raise PipelineError(f"{name} must be between 1 and {high}, got {n}")
+        raise PipelineError(f"{name} must be in [1, {high}], got {n}")
     return n
 
 

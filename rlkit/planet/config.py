@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from rlkit.config.fields import check_fields, opt
 from rlkit.planet.envs import IMAGE_SIZE, PixelEnv, make_pixel_env
 from rlkit.planet.model import PRESETS, ModelSizes, cpu_has_bf16
 from rlkit.planet.planner import PlannerConfig
-from rlkit.utils import check_ranges
 
 __all__ = ["WorldModelConfig", "WorldModelResult", "summary_text"]
 
@@ -42,262 +42,147 @@ LOSS_PRESETS: dict[str, dict[str, float]] = {
 class WorldModelConfig:
     """Options of ``train_world_model.py`` (section ``world_model`` of config.yml)."""
 
-    data_dir: str = field(
-        default="data/world_episodes",
-        metadata={"positional": True, "help": "episode folder (created; existing episodes reused)"},
+    data_dir: str = opt(
+        "data/world_episodes", "episode folder (created; existing episodes reused)", positional=True
     )
-    output_dir: str = field(
-        default="runs/world_model",
-        metadata={"positional": True, "help": "run folder (an existing run there is resumed)"},
+    output_dir: str = opt(
+        "runs/world_model", "run folder (an existing run there is resumed)", positional=True
     )
-    env: Literal["pendulum", "racing"] = field(
-        default="pendulum", metadata={"help": "pixel environment (64x64x3 frames)"}
+    env: Literal["pendulum", "racing"] = opt("pendulum", "pixel environment (64x64x3 frames)")
+    action_repeat: int = opt(
+        4,
+        "env steps per action: the planner's 12 steps see 2.4 s of racing ahead "
+        "(both envs learned more at 4 than at 2 in the same minutes)",
+        bounds="[1, 1000]",
     )
-    action_repeat: int = field(
-        default=4,
-        metadata={
-            "help": "env steps per action: the planner's 12 steps see 2.4 s of racing ahead "
-            "(both envs learned more at 4 than at 2 in the same minutes)"
-        },
+    max_episode_steps: int | None = opt(
+        None, "env steps before truncation (default: the env's)", bounds="[1, 1e6]"
     )
-    max_episode_steps: int | None = field(
-        default=None, metadata={"help": "env steps before truncation (default: the env's)"}
+    pixel_render: Literal["native", "gym"] = opt(
+        "native", "pendulum frames: numpy at 64 px, or gymnasium's pygame 500 px shrunk"
     )
-    pixel_render: Literal["native", "gym"] = field(
-        default="native",
-        metadata={"help": "pendulum frames: numpy at 64 px, or gymnasium's pygame 500 px shrunk"},
+    camera_view: Literal["top", "ego"] = opt(
+        "top",
+        "racing frames: top (the whole track) or ego (behind the car, the road ahead "
+        "in the same place on every track)",
     )
-    camera_view: Literal["top", "ego"] = field(
-        default="top",
-        metadata={
-            "help": "racing frames: top (the whole track) or ego (behind the car, the road ahead "
-            "in the same place on every track)"
-        },
+    dashboard: bool = opt(
+        True,
+        "racing frames: speed and steering bars in the bottom 4 rows (neither is "
+        "visible in one frame otherwise)",
     )
-    dashboard: bool = field(
-        default=True,
-        metadata={
-            "help": "racing frames: speed and steering bars in the bottom 4 rows (neither is "
-            "visible in one frame otherwise)"
-        },
+    seed_episodes: int = opt(
+        5, "random-policy episodes the data must hold before training", bounds="[0, 1e6]"
     )
-    seed_episodes: int = field(
-        default=5, metadata={"help": "random-policy episodes the data must hold before training"}
+    iterations: int = opt(100, "training iterations", bounds="[1, 1e7]")
+    train_steps: int = opt(100, "gradient steps per iteration", bounds="[1, 1e7]")
+    collect_episodes: int = opt(1, "planner episodes collected per iteration", bounds="[0, 1e4]")
+    preset: Literal["auto", "cpu", "paper"] = opt(
+        "auto", "sizes (auto: paper with CUDA, cpu without)"
     )
-    iterations: int = field(default=100, metadata={"help": "training iterations"})
-    train_steps: int = field(default=100, metadata={"help": "gradient steps per iteration"})
-    collect_episodes: int = field(
-        default=1, metadata={"help": "planner episodes collected per iteration"}
+    batch_size: int | None = opt(
+        None, "sequences per batch (default: preset, cpu 16 / paper 50)", bounds="[1, 4096]"
     )
-    preset: Literal["auto", "cpu", "paper"] = field(
-        default="auto", metadata={"help": "sizes (auto: paper with CUDA, cpu without)"}
+    seq_len: int | None = opt(
+        None, "actions per sequence (default: preset, cpu 32 / paper 50)", bounds="[1, 10000]"
     )
-    batch_size: int | None = field(
-        default=None, metadata={"help": "sequences per batch (default: preset, cpu 16 / paper 50)"}
+    cnn_depth: int | None = opt(
+        None, "conv channels d-2d-4d-8d (default: preset, 16 / 32)", bounds="[1, 1024]"
     )
-    seq_len: int | None = field(
-        default=None, metadata={"help": "actions per sequence (default: preset, cpu 32 / paper 50)"}
+    deter_size: int | None = opt(
+        None, "GRU state size (default: preset, 100 / 200)", bounds="[1, 16384]"
     )
-    cnn_depth: int | None = field(
-        default=None, metadata={"help": "conv channels d-2d-4d-8d (default: preset, 16 / 32)"}
+    stoch_size: int | None = opt(
+        None, "stochastic state size (default: preset, 16 / 30)", bounds="[1, 4096]"
     )
-    deter_size: int | None = field(
-        default=None, metadata={"help": "GRU state size (default: preset, 100 / 200)"}
+    hidden_size: int | None = opt(
+        None, "hidden layer width (default: preset, 100 / 200)", bounds="[1, 16384]"
     )
-    stoch_size: int | None = field(
-        default=None, metadata={"help": "stochastic state size (default: preset, 16 / 30)"}
+    lr: float = opt(1e-3, "Adam learning rate", bounds="(0, 1]")
+    grad_clip: float = opt(1000.0, "gradient norm clip", bounds="(0, inf)")
+    free_nats: float | None = opt(
+        None,
+        "KL free nats per step (default: preset, cpu 1 / paper 3 as PlaNet)",
+        bounds="[0, inf)",
     )
-    hidden_size: int | None = field(
-        default=None, metadata={"help": "hidden layer width (default: preset, 100 / 200)"}
+    kl_balance: float | None = opt(
+        None,
+        "DreamerV2's KL balancing: the share alpha in (0, 1) of the KL that trains "
+        "the prior (the rest trains the posterior); 0: PlaNet's plain KL (default: "
+        "preset, cpu 0.8 / paper 0; bench_world_model.py --ablation)",
+        bounds="[0, 1)",
+        why="0: plain KL",
     )
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
-    grad_clip: float = field(default=1000.0, metadata={"help": "gradient norm clip"})
-    free_nats: float | None = field(
-        default=None,
-        metadata={"help": "KL free nats per step (default: preset, cpu 1 / paper 3 as PlaNet)"},
+    plan_horizon: int = opt(12, "CEM planning horizon", bounds="[1, 1000]")
+    candidates: int | None = opt(
+        None, "CEM candidates (default: preset, 300 / 1000)", bounds="[1, 1e6]"
     )
-    kl_balance: float | None = field(
-        default=None,
-        metadata={
-            "help": "DreamerV2's KL balancing: the share alpha in (0, 1) of the KL that trains "
-            "the prior (the rest trains the posterior); 0: PlaNet's plain KL (default: "
-            "preset, cpu 0.8 / paper 0; bench_world_model.py --ablation)"
-        },
+    top_k: int | None = opt(
+        None, "CEM elite sequences (default: preset, 30 / 100)", bounds="[1, 1e6]"
     )
-    plan_horizon: int = field(default=12, metadata={"help": "CEM planning horizon"})
-    candidates: int | None = field(
-        default=None, metadata={"help": "CEM candidates (default: preset, 300 / 1000)"}
+    cem_iterations: int | None = opt(
+        None, "CEM iterations (default: preset, 5 / 10)", bounds="[1, 1000]"
     )
-    top_k: int | None = field(
-        default=None, metadata={"help": "CEM elite sequences (default: preset, 30 / 100)"}
+    explore_noise: float = opt(
+        0.3, "std of Gaussian action noise while collecting", bounds="[0, inf)"
     )
-    cem_iterations: int | None = field(
-        default=None, metadata={"help": "CEM iterations (default: preset, 5 / 10)"}
+    eval_every: int = opt(10, "evaluate every K iterations (0: never)", bounds="[0, 1e7]")
+    eval_episodes: int = opt(1, "episodes per evaluation", bounds="[0, 1e4]")
+    checkpoint_every: int = opt(1, "checkpoint every N iterations", bounds="[1, inf)")
+    keep_checkpoints: int = opt(3, "newest checkpoints kept", bounds="[1, 1e4]")
+    loading_workers: int = opt(
+        4,
+        "threads that discover, validate and load episode files",
+        aliases=["world_loading_workers"],
+        bounds="[1, 256]",
     )
-    explore_noise: float = field(
-        default=0.3, metadata={"help": "std of Gaussian action noise while collecting"}
+    parallel_loading: bool = opt(True, "load episodes with a thread pool (--no-parallel-loading)")
+    num_workers: int = opt(
+        0, "DataLoader worker processes (0: batches built in-process)", bounds="[0, 64]"
     )
-    eval_every: int = field(default=10, metadata={"help": "evaluate every K iterations (0: never)"})
-    eval_episodes: int = field(default=1, metadata={"help": "episodes per evaluation"})
-    checkpoint_every: int = field(default=1, metadata={"help": "checkpoint every N iterations"})
-    keep_checkpoints: int = field(default=3, metadata={"help": "newest checkpoints kept"})
-    loading_workers: int = field(
-        default=4,
-        metadata={
-            "aliases": ["world_loading_workers"],
-            "help": "threads that discover, validate and load episode files",
-        },
+    preload_images: bool = opt(False, "hold frames in RAM pre-converted to --preload-dtype")
+    preload_dtype: Literal["float16", "float32", "uint8"] = opt(
+        "uint8", "dtype of preloaded frames"
     )
-    parallel_loading: bool = field(
-        default=True, metadata={"help": "load episodes with a thread pool (--no-parallel-loading)"}
+    cache_images: bool = opt(
+        False, "lazy mode: read episodes on demand into an LRU cache (large data)"
     )
-    num_workers: int = field(
-        default=0, metadata={"help": "DataLoader worker processes (0: batches built in-process)"}
+    cache_size: float = opt(2048.0, "LRU cache bound, MB", bounds="(0, 1e8]", why="MB")
+    device: Literal["auto", "cpu", "cuda"] = opt("auto", "training device")
+    precision: Literal["auto", "fp32", "bf16"] = opt(
+        "auto",
+        "conv encoder/decoder arithmetic (auto: bf16 on a CPU with native "
+        "bfloat16, e.g. AVX512-BF16 or AMX; fp32 elsewhere and on CUDA); the RSSM, reward "
+        "head and loss are float32 either way",
     )
-    preload_images: bool = field(
-        default=False, metadata={"help": "hold frames in RAM pre-converted to --preload-dtype"}
+    threads: int | None = opt(
+        None,
+        "torch CPU threads for training (default: the idle cores -- all cores "
+        "minus the load average, min 1; planning always uses 1; see bench_world_model.py)",
+        bounds="[1, 1024]",
     )
-    preload_dtype: Literal["float16", "float32", "uint8"] = field(
-        default="uint8", metadata={"help": "dtype of preloaded frames"}
+    seed: int = opt(0, "run seed (episodes, init, batches)", bounds="[0, 2^32)")
+    max_minutes: float | None = opt(
+        None,
+        "wall-time budget: the run stops at the first gradient step, episode or "
+        "evaluation past it (even inside an iteration) and saves a checkpoint",
+        bounds="(0, 1e6]",
     )
-    cache_images: bool = field(
-        default=False,
-        metadata={"help": "lazy mode: read episodes on demand into an LRU cache (large data)"},
-    )
-    cache_size: float = field(default=2048.0, metadata={"help": "LRU cache bound, MB"})
-    device: Literal["auto", "cpu", "cuda"] = field(
-        default="auto", metadata={"help": "training device"}
-    )
-    precision: Literal["auto", "fp32", "bf16"] = field(
-        default="auto",
-        metadata={
-            "help": "conv encoder/decoder arithmetic (auto: bf16 on a CPU with native "
-            "bfloat16, e.g. AVX512-BF16 or AMX; fp32 elsewhere and on CUDA); the RSSM, reward "
-            "head and loss are float32 either way"
-        },
-    )
-    threads: int | None = field(
-        default=None,
-        metadata={
-            "help": "torch CPU threads for training (default: the idle cores -- all cores "
-            "minus the load average, min 1; planning always uses 1; see bench_world_model.py)"
-        },
-    )
-    seed: int = field(default=0, metadata={"help": "run seed (episodes, init, batches)"})
-    max_minutes: float | None = field(
-        default=None,
-        metadata={
-            "help": "wall-time budget: the run stops at the first gradient step, episode or "
-            "evaluation past it (even inside an iteration) and saves a checkpoint"
-        },
-    )
-    tensorboard: bool = field(default=True, metadata={"help": "write TensorBoard events to tb/"})
-    resume: bool = field(
-        default=True,
-        metadata={
-            "help": "continue the run in output_dir from its newest checkpoint "
-            "(--no-resume: refuse to start where checkpoints exist)"
-        },
+    tensorboard: bool = opt(True, "write TensorBoard events to tb/")
+    resume: bool = opt(
+        True,
+        "continue the run in output_dir from its newest checkpoint "
+        "(--no-resume: refuse to start where checkpoints exist)",
     )
 
     def __post_init__(self) -> None:
-        positive = [
-            "action_repeat",
-            "iterations",
-            "train_steps",
-            "plan_horizon",
-            "checkpoint_every",
-            "keep_checkpoints",
-            "loading_workers",
-        ]
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        optional_positive = [
-            "max_episode_steps",
-            "batch_size",
-            "seq_len",
-            "cnn_depth",
-            "deter_size",
-            "stoch_size",
-            "hidden_size",
-            "candidates",
-            "top_k",
-            "cem_iterations",
-            "threads",
-        ]
-        for name in optional_positive:
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ValueError(f"{name} must be >= 1 (or null for the default), got {v}")
-        for name in ("seed_episodes", "collect_episodes", "eval_every", "eval_episodes"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        checks = [
-            (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.grad_clip > 0, f"grad_clip must be > 0, got {self.grad_clip}"),
-            (
-                self.free_nats is None or self.free_nats >= 0,
-                f"free_nats must be >= 0 or null, got {self.free_nats}",
-            ),
-            (
-                self.kl_balance is None or 0 <= self.kl_balance < 1,
-                f"kl_balance must be in [0, 1) (0: plain KL) or null, got {self.kl_balance}",
-            ),
-            (self.explore_noise >= 0, f"explore_noise must be >= 0, got {self.explore_noise}"),
-            (self.cache_size > 0, f"cache_size must be > 0 MB, got {self.cache_size}"),
-            (
-                not (self.cache_images and self.preload_images),
-                "pass either --preload-images or --cache-images, not both",
-            ),
-            (
-                self.max_minutes is None or self.max_minutes > 0,
-                f"max_minutes must be > 0, got {self.max_minutes}",
-            ),
-            (
-                self.pixel_render == "native" or self.env == "pendulum",
-                "--pixel-render gym applies to --env pendulum only",
-            ),
-            (
-                self.camera_view == "top" or self.env == "racing",
-                "--camera-view applies to --env racing only",
-            ),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
-        # upper bounds: a typo (1e20) is an error, not an allocation the kernel kills
-        check_ranges(
-            self,
-            {
-                "action_repeat": (1, 1000),
-                "max_episode_steps": (1, 1e6),
-                "seed_episodes": (0, 1e6),
-                "iterations": (1, 1e7),
-                "train_steps": (1, 1e7),
-                "collect_episodes": (0, 1e4),
-                "batch_size": (1, 4096),
-                "seq_len": (1, 10_000),
-                "cnn_depth": (1, 1024),
-                "deter_size": (1, 16384),
-                "stoch_size": (1, 4096),
-                "hidden_size": (1, 16384),
-                "lr": (1e-10, 1),
-                "plan_horizon": (1, 1000),
-                "candidates": (1, 1e6),
-                "cem_iterations": (1, 1000),
-                "eval_every": (0, 1e7),
-                "eval_episodes": (0, 1e4),
-                "keep_checkpoints": (1, 1e4),
-                "loading_workers": (1, 256),
-                "num_workers": (0, 64),
-                "cache_size": (1e-3, 1e8),
-                "threads": (1, 1024),
-                "seed": (0, 2**32 - 1),
-                "max_minutes": (1e-3, 1e6),
-            },
-        )
+        check_fields(self)
+        if self.cache_images and self.preload_images:
+            raise ValueError("pass either --preload-images or --cache-images, not both")
+        if self.pixel_render != "native" and self.env != "pendulum":
+            raise ValueError("--pixel-render gym applies to --env pendulum only")
+        if self.camera_view != "top" and self.env != "racing":
+            raise ValueError("--camera-view applies to --env racing only")
         if self.top_k is not None and self.candidates is not None and self.top_k > self.candidates:
             raise ValueError(f"top_k must be <= candidates ({self.candidates}), got {self.top_k}")
 

@@ -67,10 +67,13 @@ def newest_checkpoint(out: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("_")[1]), default=None)
 
 
-def save_checkpoint(run: RunDir, model: BaseAlgorithm, clock: WallClock, keep: int = 2) -> Path:
+def save_checkpoint(
+    run: RunDir, model: BaseAlgorithm, clock: WallClock, settings: dict[str, Any], keep: int = 2
+) -> Path:
     """Checkpoint ``model`` at its env step: model, replay buffer, the best model selected so
-    far, then a ``done`` marker (with the run's wall time); older complete checkpoints go once
-    this one is complete (the ``keep`` newest stay)."""
+    far, then a ``done`` marker (with the run's wall time and the training ``settings`` SB3
+    does not save, which a resume must repeat); older complete checkpoints go once this one is
+    complete (the ``keep`` newest stay)."""
     steps = model.num_timesteps
     root = run.path / "checkpoints"
     folder = root / f"step_{steps}"
@@ -86,7 +89,10 @@ def save_checkpoint(run: RunDir, model: BaseAlgorithm, clock: WallClock, keep: i
             shutil.copyfile(best, tmp)
     algo = type(model).__name__.lower()
     write_text_atomic(
-        folder / "done", json.dumps({"env_steps": steps, "algo": algo, "wall_s": clock.elapsed()})
+        folder / "done",
+        json.dumps(
+            {"env_steps": steps, "algo": algo, "wall_s": clock.elapsed(), "settings": settings}
+        ),
     )
     run.saved = f"checkpoint at {steps:,} env steps"
     complete = sorted(
@@ -102,9 +108,9 @@ class CheckpointEvery(BaseCallback):
     """:func:`save_checkpoint` every ``every`` *environment* steps (checked when a rollout
     starts)."""
 
-    def __init__(self, run: RunDir, every: int, clock: WallClock) -> None:
+    def __init__(self, run: RunDir, every: int, clock: WallClock, settings: dict[str, Any]) -> None:
         super().__init__()
-        self.run, self.every, self.clock = run, every, clock
+        self.run, self.every, self.clock, self.settings = run, every, clock, settings
         self.next_at = 0
 
     def _on_training_start(self) -> None:
@@ -119,7 +125,7 @@ class CheckpointEvery(BaseCallback):
         # (At a rollout's end the update of its steps has not happened yet: a checkpoint
         # there resumes without it.)
         if self.num_timesteps >= self.next_at:
-            save_checkpoint(self.run, self.model, self.clock)
+            save_checkpoint(self.run, self.model, self.clock, self.settings)
             while self.next_at <= self.num_timesteps:
                 self.next_at += self.every
 

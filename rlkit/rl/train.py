@@ -310,7 +310,7 @@ def _train(
             _learn(cfg, model, callbacks, start_steps, resumed is None, progress)
             if cfg.checkpoint_every:
                 # the final state: a kill while the outputs below are written resumes here
-                save_checkpoint(run, model, clock)
+                save_checkpoint(run, model, clock, cfg.resume_settings)
         wall = time.perf_counter() - t0
         save_model_atomic(model, out / "final_model.zip")
     except BaseException:
@@ -350,6 +350,10 @@ def _resume(
         wanted |= {"gae_lambda": cfg.gae_lambda, "target_kl": cfg.target_kl, "n_steps": cfg.n_steps}
     changed = [f"{k} {getattr(model, k)} (asked: {v})" for k, v in wanted.items()
                if getattr(model, k) != v]  # fmt: skip
+    # and these the checkpoint recorded: a different value would change the run midway
+    asked = cfg.resume_settings
+    changed += [f"{k} {v} (asked: {asked[k]})" for k, v in done.get("settings", {}).items()
+                if asked[k] != v]  # fmt: skip
     if changed:
         raise ValueError(
             f"{ckpt}: the checkpoint was trained with {', '.join(changed)}; resume with its "
@@ -399,7 +403,7 @@ def _callbacks(
         EvalEvery(run.path, every, env_config, cfg.eval_episodes, cfg.track_seed, clock)
     ]
     if cfg.checkpoint_every:
-        callbacks.append(CheckpointEvery(run, cfg.checkpoint_every, clock))
+        callbacks.append(CheckpointEvery(run, cfg.checkpoint_every, clock, cfg.resume_settings))
     if cfg.max_minutes:
         callbacks.append(WallClockLimit(t0, cfg.max_minutes * 60))
     if cfg.init_from and cfg.critic_warmup:

@@ -3,117 +3,69 @@ the summary it prints."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from rlkit.config.fields import check_fields, opt
 from rlkit.lerobot.layout import DEFAULT_CHUNKS_SIZE, DEFAULT_DATA_FILES_SIZE_IN_MB
 
-# Upper bounds of the options, checked before anything is read or allocated.
-MAX_PAD_TO = 65_536  # columns of one padded vector feature (--pad-to 1e20 allocated 24 GB)
+#: Threads at most for file work (--workers).
 MAX_WORKERS = 256
-MAX_MB = 1_048_576  # 1 TB
-MAX_CHUNKS_SIZE = 1_000_000
 
 
 @dataclass
 class MergeConfig:
     """Options of ``merge_lerobot_dataset.py`` (section ``merge`` of config.yml)."""
 
-    sources: list[str] = field(
-        default_factory=list,
-        metadata={"help": "source dataset folders (v2.0/v2.1/v3.0, mixed), merged in this order"},
+    sources: list[str] = opt(
+        [], "source dataset folders (v2.0/v2.1/v3.0, mixed), merged in this order"
     )
-    output: str = field(default="data/merged", metadata={"help": "output dataset folder"})
-    output_version: Literal["v3.0", "v2.1"] = field(
-        default="v3.0", metadata={"help": "codebase version of the output"}
+    output: str = opt("data/merged", "output dataset folder")
+    output_version: Literal["v3.0", "v2.1"] = opt("v3.0", "codebase version of the output")
+    pad_to: int | None = opt(
+        None,
+        "zero-pad every vector feature to this dim (default: pad only features whose "
+        "dims differ, to the largest)",
+        bounds="[1, 65536]",
+        why="columns of a padded vector feature, stored for every frame",
     )
-    pad_to: int | None = field(
-        default=None,
-        metadata={
-            "help": "zero-pad every vector feature to this dim (default: pad only features whose "
-            "dims differ, to the largest)"
-        },
+    pad: bool = opt(True, "zero-pad vector dims that differ (--no-pad: make that an error)")
+    skip_missing_videos: bool = opt(
+        False, "drop episodes whose mp4 files are missing (warned) instead of failing"
     )
-    pad: bool = field(
-        default=True,
-        metadata={"help": "zero-pad vector dims that differ (--no-pad: make that an error)"},
+    copy: bool = opt(False, "copy video files instead of hard-linking them")
+    workers: int | None = opt(
+        None, "threads for file work (default: cores, min 2, cap 8)", bounds=f"[1, {MAX_WORKERS}]"
     )
-    skip_missing_videos: bool = field(
-        default=False,
-        metadata={"help": "drop episodes whose mp4 files are missing (warned) instead of failing"},
+    overwrite: bool = opt(False, "replace an existing output")
+    validate: bool = opt(True, "validate the merged output before publishing (--no-validate: skip)")
+    stats_max_mb: float = opt(
+        1024.0,
+        "recompute stats.json from the merged data up to this many MB of numeric "
+        "columns; above, pool per-episode stats",
+        bounds="[0, 1048576]",
+        why="1 TB of merged columns held in memory",
     )
-    copy: bool = field(
-        default=False, metadata={"help": "copy video files instead of hard-linking them"}
+    data_files_size_in_mb: float | None = opt(
+        None,
+        "v3.0 output: new data file past this size (default: first v3.0 source, "
+        f"else {DEFAULT_DATA_FILES_SIZE_IN_MB})",
+        bounds="(0, 1048576]",
+        why="1 TB",
     )
-    workers: int | None = field(
-        default=None, metadata={"help": "threads for file work (default: cores, min 2, cap 8)"}
-    )
-    overwrite: bool = field(default=False, metadata={"help": "replace an existing output"})
-    validate: bool = field(
-        default=True,
-        metadata={"help": "validate the merged output before publishing (--no-validate: skip)"},
-    )
-    stats_max_mb: float = field(
-        default=1024.0,
-        metadata={
-            "help": "recompute stats.json from the merged data up to this many MB of numeric "
-            "columns; above, pool per-episode stats"
-        },
-    )
-    data_files_size_in_mb: float | None = field(
-        default=None,
-        metadata={
-            "help": "v3.0 output: new data file past this size (default: first v3.0 source, "
-            f"else {DEFAULT_DATA_FILES_SIZE_IN_MB})"
-        },
-    )
-    chunks_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "files (v3.0) or episodes (v2.1) per chunk folder (default: first source, "
-            f"else {DEFAULT_CHUNKS_SIZE})"
-        },
+    chunks_size: int | None = opt(
+        None,
+        "files (v3.0) or episodes (v2.1) per chunk folder (default: first source, "
+        f"else {DEFAULT_CHUNKS_SIZE})",
+        bounds="[1, 1e6]",
     )
 
     def __post_init__(self) -> None:
-        # Bounds checked before anything is read or allocated (--pad-to 1e20 reached 24 GB).
-        if self.pad_to is not None and self.pad_to < 1:
-            raise ValueError(f"pad_to must be >= 1, got {self.pad_to}")
-        if self.pad_to is not None and self.pad_to > MAX_PAD_TO:
-            raise ValueError(
-                f"pad_to must be <= {MAX_PAD_TO} (columns of a padded vector feature, stored "
-                f"for every frame), got {self.pad_to}"
-            )
+        # Checked before anything is read or allocated (--pad-to 1e20 reached 24 GB).
+        check_fields(self)
         if self.pad_to is not None and not self.pad:
             raise ValueError("--pad-to and --no-pad contradict each other; pass only one of them")
-        if self.workers is not None and self.workers < 1:
-            raise ValueError(
-                f"workers must be >= 1 (or unset for the core count), got {self.workers}"
-            )
-        if self.workers is not None and self.workers > MAX_WORKERS:
-            raise ValueError(f"workers must be <= {MAX_WORKERS} threads, got {self.workers}")
-        if not math.isfinite(self.stats_max_mb):
-            raise ValueError(f"stats_max_mb must be a finite number, got {self.stats_max_mb}")
-        if self.stats_max_mb < 0:
-            raise ValueError(f"stats_max_mb must be >= 0, got {self.stats_max_mb}")
-        if self.stats_max_mb > MAX_MB:
-            raise ValueError(
-                f"stats_max_mb must be <= {MAX_MB} (1 TB of merged columns held in memory), "
-                f"got {self.stats_max_mb}"
-            )
-        size = self.data_files_size_in_mb
-        if size is not None and not math.isfinite(size):
-            raise ValueError(f"data_files_size_in_mb must be a finite number, got {size}")
-        if size is not None and not size > 0:
-            raise ValueError(f"data_files_size_in_mb must be > 0, got {size}")
-        if size is not None and size > MAX_MB:
-            raise ValueError(f"data_files_size_in_mb must be <= {MAX_MB} (1 TB), got {size}")
-        if self.chunks_size is not None and self.chunks_size < 1:
-            raise ValueError(f"chunks_size must be >= 1, got {self.chunks_size}")
-        if self.chunks_size is not None and self.chunks_size > MAX_CHUNKS_SIZE:
-            raise ValueError(f"chunks_size must be <= {MAX_CHUNKS_SIZE}, got {self.chunks_size}")
 
 
 @dataclass
