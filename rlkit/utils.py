@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def replace_dir(tmp: Path, root: Path) -> None:
+    """Move the finished folder ``tmp`` onto its sibling ``root`` with ``os.replace``.
+
+    An existing ``root`` is moved aside first and removed only once the new folder is in
+    place; if the final rename fails the previous one is put back.
+    """
+    if not (root.exists() or root.is_symlink()):
+        os.replace(tmp, root)
+        return
+    old = root.parent / f".{root.name}.old-{os.getpid()}"
+    os.replace(root, old)
+    try:
+        os.replace(tmp, root)
+    except BaseException:
+        os.replace(old, root)  # put the previous folder back
+        raise
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old)
+    else:
+        old.unlink()
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -235,6 +236,8 @@ def test_a_seed_whose_worker_dies_is_rerun_from_its_last_checkpoint(
     assert log.count("(on Ray node") == 2 and "resuming" in log  # the rerun resumed
     result = json.loads((out / "seed_0" / "result.json").read_text())
     assert result["timesteps"] >= 2048 and result["complete"]
+    # the killed task's temporary folder was removed by the rerun on the same machine
+    assert not list(Path(tempfile.gettempdir()).glob(f".rlkit_seed.tmp-{killed[0]}_*"))
 
 
 @pytest.mark.slow

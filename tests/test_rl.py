@@ -16,6 +16,7 @@ import torch
 from conftest import BC_TINY, DEMO_EPISODES, DEMO_STEPS, RL_TINY, as_argv, wait_for
 
 from rlkit.cli.train_rl import main
+from rlkit.config import config_to_dict
 from rlkit.envs import RacingConfig
 from rlkit.policy import BCPolicy
 from rlkit.rl import RLConfig, make_vec_env, newest_checkpoint, train_rl
@@ -284,6 +285,11 @@ def test_ppo_defaults_anneal_the_exploration_std_unless_it_is_learned(capsys):
     assert RLConfig(learn_std=True).std_schedule is None
     assert RLConfig(algo="sac").std_schedule is None
     assert (RLConfig().timesteps, RLConfig(algo="sac").timesteps) == (1_000_000, 500_000)
+    # resolved per algorithm, so config.resolved.yml records what the run used
+    ppo, sac = RLConfig(), RLConfig(algo="sac")
+    assert (ppo.gamma, ppo.train_edge, ppo.action_std) == (0.999, 0.8, [0.4, 0.05])
+    assert (sac.gamma, sac.train_edge, sac.action_std) == (0.99, 1.0, None)
+    assert config_to_dict(ppo)["gamma"] == 0.999
     with pytest.raises(SystemExit) as e:
         main(["--learn-std", "--action-std", "0.3", "0.1", "--output", "unused"])
     assert e.value.code == 2

@@ -49,6 +49,7 @@ from rlkit.lerobot.layout import (
 )
 from rlkit.lerobot.stats import BASIC_STATS
 from rlkit.rundir import check_replaceable, clean_stale_temps, say
+from rlkit.utils import replace_dir
 
 
 @dataclass
@@ -236,10 +237,8 @@ def new_dir(path: Path) -> None:
 
 
 def publish_dir(tmp: Path, root: Path, *, overwrite: bool) -> None:
-    """Move the finished folder ``tmp`` to ``root`` with ``os.replace`` (same filesystem).
-
-    An existing ``root`` is moved aside first and removed only after the new folder is in
-    place; if the final rename fails the previous folder is put back. This is the one place
+    """Move the finished folder ``tmp`` to ``root`` (:func:`rlkit.utils.replace_dir`: an
+    existing ``root`` is removed only once the new one is in place). This is the one place
     datasets are replaced: ``root`` is checked again here (:func:`check_output`), since
     anything may have appeared there while ``tmp`` was being written.
 
@@ -254,16 +253,4 @@ def publish_dir(tmp: Path, root: Path, *, overwrite: bool) -> None:
     """
     if root.exists() or root.is_symlink():
         check_output(root, overwrite)  # appeared, or changed, while we were writing
-        old = root.parent / f".{root.name}.old-{os.getpid()}"
-        os.replace(root, old)
-        try:
-            os.replace(tmp, root)
-        except BaseException:
-            os.replace(old, root)  # put the previous dataset back
-            raise
-        if old.is_dir():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
-    else:
-        os.replace(tmp, root)
+    replace_dir(tmp, root)

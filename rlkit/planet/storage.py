@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from rlkit.rundir import say
-from rlkit.utils import write_text_atomic
+from rlkit.utils import temp_name, write_text_atomic
 
 __all__ = ["EpisodeFormatError", "EpisodeInfo", "EpisodeStorage", "load_episode"]
 
@@ -351,7 +351,7 @@ class EpisodeStorage:
         for key in ("reward", "terminal", "truncated"):
             if arrays[key].shape != (t,):
                 raise ValueError(f"{key} must have shape ({t},), got {arrays[key].shape}")
-        tmp = self.root / f".episode.tmp-{os.getpid()}-{id(arrays)}.npz"
+        tmp = temp_name(self.root / "episode.npz")
         try:
             with open(tmp, "wb") as fh:
                 np.savez_compressed(fh, **arrays)

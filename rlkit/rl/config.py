@@ -186,8 +186,17 @@ class RLConfig:
     )
 
     def __post_init__(self) -> None:
+        # the per-algorithm defaults, resolved here so config.resolved.yml records the values
+        # the run used (a later rlkit with other defaults resumes and repeats it exactly)
+        ppo = self.algo == "ppo"
         if self.timesteps is None:
-            self.timesteps = PPO_TIMESTEPS if self.algo == "ppo" else 500_000
+            self.timesteps = PPO_TIMESTEPS if ppo else 500_000
+        if self.gamma is None:
+            self.gamma = PPO_GAMMA if ppo else 0.99
+        if self.train_edge is None:
+            self.train_edge = PPO_EDGE if ppo else 1.0
+        if self.action_std is None and ppo and not self.learn_std:
+            self.action_std = list(PPO_ACTION_STD)
         check_fields(self)
         ppo_only = [
             f"--{f.name.replace('_', '-')}"
@@ -232,32 +241,15 @@ class RLConfig:
         check_executor(self.executor)
 
     @property
-    def discount(self) -> float:
-        """``--gamma``, else the algorithm's default (PPO 0.999, SAC/TD3 0.99)."""
-        if self.gamma is not None:
-            return self.gamma
-        return PPO_GAMMA if self.algo == "ppo" else 0.99
-
-    @property
     def std_schedule(self) -> tuple[float, float] | None:
         """PPO's exploration std from start to end (None: learned; SAC/TD3: always None)."""
-        if self.algo != "ppo" or self.learn_std:
-            return None
-        return tuple(self.action_std) if self.action_std else PPO_ACTION_STD
-
-    @property
-    def edge(self) -> float:
-        """``--train-edge``, else the algorithm's default (PPO 0.8, SAC/TD3 1)."""
-        if self.train_edge is not None:
-            return self.train_edge
-        return PPO_EDGE if self.algo == "ppo" else 1.0
+        return tuple(self.action_std) if self.action_std else None
 
     @property
     def resume_settings(self) -> dict[str, Any]:
         """Training settings a checkpoint records and a resume must repeat (SB3 saves the
         others): where training cars leave the road, the exploration std schedule."""
-        std = self.std_schedule
-        return {"train_edge": self.edge, "action_std": list(std) if std else None}
+        return {"train_edge": self.train_edge, "action_std": self.action_std}
 
     @property
     def run_seed(self) -> int:

@@ -232,8 +232,7 @@ def _run_local(cfg: RLConfig, run: RunDir, parallel: int) -> dict[int, int]:
                 proc.kill()
                 proc.wait()
                 log.close()
-        finished = sum(1 for s in cfg.seeds if _result(seed_dir(run.path, s)).get("complete"))
-        run.saved = f"{finished} of {len(cfg.seeds)} seeds finished, the others checkpointed"
+        _note_saved(cfg, run)
         if signals.received:
             sig = signals.received[0]
             if sig == signal.SIGINT:
@@ -255,8 +254,14 @@ def _run_ray(cfg: RLConfig, run: RunDir, cluster: ClusterInfo) -> tuple[dict[int
             cluster,
         )
     finally:
-        finished = sum(1 for s in cfg.seeds if _result(seed_dir(run.path, s)).get("complete"))
-        run.saved = f"{finished} of {len(cfg.seeds)} seeds finished, the others checkpointed"
+        _note_saved(cfg, run)
+
+
+def _note_saved(cfg: RLConfig, run: RunDir) -> None:
+    """What an interruption leaves, for its message: the finished seeds, the others' checkpoints."""
+    assert cfg.seeds is not None
+    finished = sum(1 for s in cfg.seeds if _result(seed_dir(run.path, s)).get("complete"))
+    run.saved = f"{finished} of {len(cfg.seeds)} seeds finished, the others checkpointed"
 
 
 def _start_seed(cfg: RLConfig, out: Path, seed: int, first: bool) -> tuple[Any, IO[bytes], _Tail]:

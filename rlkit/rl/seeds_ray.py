@@ -40,14 +40,15 @@ from rlkit.cluster import TASK_RETRIES, ClusterInfo, pack_folder, unpack_folder
 from rlkit.config import run_config_files
 from rlkit.rl.callbacks import newest_checkpoint
 from rlkit.rl.config import RLConfig
-from rlkit.rundir import LOCK_FILE
+from rlkit.rundir import LOCK_FILE, clean_stale_temps
 from rlkit.tools import TOOLS
-from rlkit.utils import write_text_atomic
+from rlkit.utils import replace_dir, temp_name, write_text_atomic
 
 __all__ = ["run_seeds_on_ray"]
 
-#: A seed task's temporary folder on its node: the prefix, then the worker's pid.
-TMP_PREFIX = "rlkit_seed_"
+#: A seed task's temporary folder on its node is ``.rlkit_seed.tmp-<worker pid>_<random>``,
+#: rlkit's temporary-name form: a folder whose worker was killed is removed by the next task.
+TMP_NAME = "rlkit_seed"
 #: Seconds between the task's reports (output lines, a new checkpoint) to the driver.
 REPORT_EVERY = 1.0
 
@@ -78,8 +79,8 @@ def _seed_task(cfg: RLConfig, seed: int, inputs: dict[str, bytes], inbox: Any) -
     import ray
 
     node = ray.get_runtime_context().get_node_id()
-    _remove_stale_folders()
-    with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{os.getpid()}_") as tmp:
+    clean_stale_temps(Path(tempfile.gettempdir()), prefix=TMP_NAME, recursive=False)
+    with tempfile.TemporaryDirectory(prefix=f".{TMP_NAME}.tmp-{os.getpid()}_") as tmp:
         root = Path(tmp)
         local: dict[str, str | None] = {"init_from": None, "demos": None}
         for name, data in inputs.items():
@@ -99,28 +100,6 @@ def _seed_task(cfg: RLConfig, seed: int, inputs: dict[str, bytes], inbox: Any) -
         code = _run_reporting(cmd, run, seed, inbox, note)
         folder = pack_folder(run, skip=[LOCK_FILE]) if run.is_dir() else None
         return {"code": code, "node": node, "folder": folder}
-
-
-def _remove_stale_folders() -> None:
-    """Remove the temporary folders of seed tasks whose worker process is gone (killed, its
-    folder was never cleaned up): the prefix is rlkit's, the pid after it the owner's."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*_*"):
-        try:
-            pid = int(folder.name[len(TMP_PREFIX) :].split("_")[0])
-        except ValueError:
-            continue
-        if pid != os.getpid() and not _alive(pid):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _run_reporting(cmd: list[str], run: Path, seed: int, inbox: Any, note: str) -> int:
@@ -249,14 +228,9 @@ def _log(logs: Path, seed: int, lines: list[str]) -> None:
 
 def _replace_folder(folder: Path, data: bytes) -> None:
     """Put a seed's folder in place as a whole: unpacked beside it, then swapped in."""
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temp_name(folder)
     try:
         unpack_folder(data, tmp)
-        if folder.exists():
-            folder.rename(old)
-        tmp.rename(folder)
+        replace_dir(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)

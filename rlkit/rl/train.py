@@ -98,10 +98,10 @@ def _abandon(env: VecEnv) -> None:
 def make_vec_env(cfg: RLConfig, env_config: RacingConfig) -> VecEnv:
     """The training VecEnv; car/env ``i`` is seeded with ``seed + i``.
 
-    Its cars leave the road at ``cfg.edge`` of the half-width (evaluation: at the edge).
+    Its cars leave the road at ``cfg.train_edge`` of the half-width (evaluation: at the edge).
     """
     n = cfg.num_envs
-    env_config = dataclasses.replace(env_config, edge=cfg.edge)
+    env_config = dataclasses.replace(env_config, edge=cfg.train_edge)
     if cfg.vec == "batched":
         return RacingVecEnv(n, config=env_config, seed=cfg.run_seed)
 
@@ -131,7 +131,7 @@ def build_model(
         else cfg.lr,
         "batch_size": cfg.batch_size,
         "seed": cfg.run_seed,
-        "gamma": cfg.discount,
+        "gamma": cfg.gamma,
         "device": device,
         "verbose": 0,
         "tensorboard_log": cfg.tensorboard,
@@ -345,7 +345,7 @@ def _resume(
         )
     model = ALGOS[cfg.algo].load(str(ckpt / "model.zip"), env=env, device=device)
     # SB3 restores these from the checkpoint: a different value asked for would be ignored
-    wanted = {"gamma": cfg.discount, "batch_size": cfg.batch_size}
+    wanted = {"gamma": cfg.gamma, "batch_size": cfg.batch_size}
     if isinstance(model, PPO):
         wanted |= {"gae_lambda": cfg.gae_lambda, "target_kl": cfg.target_kl, "n_steps": cfg.n_steps}
     changed = [f"{k} {getattr(model, k)} (asked: {v})" for k, v in wanted.items()
