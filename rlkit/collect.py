@@ -404,22 +404,7 @@ def _record(
             writer.abort()
         raise
 
-    lengths = np.concatenate([c["lengths"] for c in written])
-    summary = {k: np.concatenate([c["summary"][k] for c in written]) for k in written[0]["summary"]}
-    first_laps = summary["first_lap_time"]
-    laps_ok = ~np.isnan(first_laps)
-    result = CollectResult(
-        output=out,
-        episodes=cfg.episodes,
-        frames=int(lengths.sum()),
-        wall_s=time.perf_counter() - t0,
-        mean_return=float(summary["return"].mean()),
-        lap_rate=float(laps_ok.mean()),
-        crash_rate=float(summary["terminated"].mean()),
-        mean_first_lap_s=float(first_laps[laps_ok].mean()) if laps_ok.any() else math.nan,
-        workers=workers,
-        cluster=dataclasses.asdict(cluster) if cluster else None,
-    )
+    result = _summarize(cfg, written, workers, cluster, t0)
     write_json_atomic(out / RESULT_FILE, result.to_dict())
     logger.info(
         "collected %d episodes (%d frames) in %.2fs: %.2fs driving and streaming, "
@@ -431,6 +416,32 @@ def _record(
         result.wall_s - t_drive,
     )
     return result
+
+
+def _summarize(
+    cfg: CollectConfig,
+    chunks: list[dict[str, Any]],
+    workers: int,
+    cluster: ClusterInfo | None,
+    t0: float,
+) -> CollectResult:
+    """The run's result from its chunks' per-episode summaries."""
+    lengths = np.concatenate([c["lengths"] for c in chunks])
+    summary = {k: np.concatenate([c["summary"][k] for c in chunks]) for k in chunks[0]["summary"]}
+    first_laps = summary["first_lap_time"]
+    laps_ok = ~np.isnan(first_laps)
+    return CollectResult(
+        output=Path(cfg.output),
+        episodes=cfg.episodes,
+        frames=int(lengths.sum()),
+        wall_s=time.perf_counter() - t0,
+        mean_return=float(summary["return"].mean()),
+        lap_rate=float(laps_ok.mean()),
+        crash_rate=float(summary["terminated"].mean()),
+        mean_first_lap_s=float(first_laps[laps_ok].mean()) if laps_ok.any() else math.nan,
+        workers=workers,
+        cluster=dataclasses.asdict(cluster) if cluster else None,
+    )
 
 
 def _drive(tasks: list[tuple[Any, ...]], workers: int):
