@@ -15,9 +15,10 @@ expert (-> ``bench_bc_pixels.json``): collection, decoding and training wall tim
 a fraction of the expert's, laps.
 
 ``--compare-with CHECKOUT``: instead, BC training speed and memory of this checkout against
-another one (e.g. ``git worktree add /tmp/before ae3fb8e``), side by side. One dataset is
-collected by this checkout; for each data path below, ``train_bc.py`` of each checkout runs as
-a child process (its ``rlkit`` checked) with the same data, epochs and seed, early stopping off,
+another one (e.g. ``git worktree add /tmp/before ae3fb8e``), side by side. Each checkout
+collects the same episodes with its own ``collect_demonstrations.py`` (so each reads its own
+dataset format); for each data path below, ``train_bc.py`` of each checkout runs as a child
+process (its ``rlkit`` checked) with that data, the same epochs and seed, early stopping off,
 no evaluation, ``--repeats`` times, the checkouts interleaved (now, before, now, ...). Per run:
 the training seconds and samples/s that ``train_bc.py`` itself records (``result.json``), the
 child's wall time, its peak RSS (``os.wait4``: the larger of the process and its DataLoader
@@ -243,6 +244,14 @@ def script_help(repo: Path, cwd: Path) -> str:
     return proc.stdout
 
 
+def run_collect(repo: Path, flags: list[str], tmp: Path) -> None:
+    """``collect_demonstrations.py`` of checkout ``repo`` as a child process (cwd ``tmp``)."""
+    cmd = [sys.executable, str(repo / "collect_demonstrations.py"), *flags]
+    proc = subprocess.run(cmd, cwd=tmp, env=checkout_env(repo), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr}")
+
+
 def run_train(repo: Path, flags: list[str], tmp: Path) -> dict[str, Any]:
     """One ``train_bc.py`` of checkout ``repo`` as a child process (cwd ``tmp``: no config.yml
     is read); its own timing and losses, its wall time and peak RSS (``os.wait4``)."""
@@ -305,13 +314,17 @@ def compare_main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="rlkit-bench-bc-vs-") as td:
         tmp = Path(td)
         helps = {side: script_help(repo, tmp) for side, repo in repos.items()}
-        data = Path(args.data).resolve() if args.data else tmp / "demos"
+        # Each checkout trains on demonstrations it collected itself (the same episodes: the
+        # collector is deterministic), so each reads its own dataset format: a newer rlkit
+        # records env keys (e.g. edge) that an older one refuses.
+        data = {side: Path(args.data).resolve() if args.data else tmp / f"demos_{side}"
+                for side in repos}  # fmt: skip
         if not args.data:
-            print(f"collecting {episodes} episodes with this checkout ...", file=sys.stderr)
             max_steps = 150 if args.quick else 1000
-            collect(CollectConfig(episodes=episodes, output=str(data), max_steps=max_steps),
-                    progress=False)  # fmt: skip
-        common += ["--data", str(data)]
+            for side, repo in repos.items():
+                print(f"collecting {episodes} episodes with {repo} ...", file=sys.stderr)
+                run_collect(repo, ["--episodes", str(episodes), "--max-steps", str(max_steps),
+                                   "--output", str(data[side])], tmp)  # fmt: skip
         for name, flags in COMPARE_SETTINGS.items():
             missing = {s: [f for f in [*flags, *common] if f.startswith("--") and f not in h]
                        for s, h in helps.items()}  # fmt: skip
@@ -323,7 +336,8 @@ def compare_main(args: argparse.Namespace) -> int:
             for r in range(repeats):
                 for side, repo in repos.items():
                     print(f"{name}: {side} ({repo}), repeat {r + 1}/{repeats} ...", file=sys.stderr)
-                    runs[side].append(run_train(repo, [*common, *flags], tmp))
+                    flags_side = [*common, "--data", str(data[side]), *flags]
+                    runs[side].append(run_train(repo, flags_side, tmp))
                     if runs[side][-1]["loader"] != flags[1]:  # the flags did what they say
                         raise RuntimeError(f"{side} trained on {runs[side][-1]['loader']}")
             now, before = summarise_runs(runs["now"]), summarise_runs(runs["before"])
@@ -353,9 +367,9 @@ def compare_main(args: argparse.Namespace) -> int:
     record = report_header(f"bench_bc_vs_{labels['before']}", t_start)
     record["settings"] = {
         "quick": args.quick, "episodes": episodes, "epochs": epochs, "repeats": repeats,
-        "data": str(args.data) if args.data else "collected by this checkout (CollectConfig)",
+        "data": str(args.data) if args.data else "collected by each checkout, the same episodes",
         "compare_with": str(other), "checkouts": labels,
-        "common_flags": [f if f != str(data) else "<data>" for f in common],
+        "common_flags": common,
         "worker_mapping": {
             "flags": COMPARE_SETTINGS,
             "same_flags_for_both": "--workers is DataLoader num_workers in both versions, used "
