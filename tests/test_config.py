@@ -420,3 +420,9 @@ def test_every_numeric_option_of_every_tool_has_bounds(section):
         }
         if numeric:
             assert "bounds" in f.metadata, f"{cls.__name__}.{f.name} has no bounds"
+
+
+def test_help_shows_the_bounds():
+    text = " ".join(build_parser(Bounded).format_help().split())
+    assert "training epochs (default: 50; range [1, 1e6])" in text
+    assert "threads (default: cores) (range [1, 1024])" in text  # the help's own default

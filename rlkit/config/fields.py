@@ -272,15 +272,18 @@ def _default_of(f: dataclasses.Field[Any]) -> Any:
 
 def _help_text(f: dataclasses.Field[Any]) -> str:
     default = _default_of(f)
+    bounds = f"; range {f.metadata['bounds']}" if f.metadata.get("bounds") else ""
     if default is dataclasses.MISSING:
         suffix = "(required)"
     elif isinstance(default, Path):
-        suffix = f"(default: {str(default)!r})"
+        suffix = f"(default: {str(default)!r}{bounds})"
     else:
-        suffix = f"(default: {default!r})"
+        suffix = f"(default: {default!r}{bounds})"
     text = f.metadata.get("help")
     if not text:
         text = suffix
-    elif "(default" not in text:  # the help already explains its default
+    elif "(default" not in text:
         text = f"{text} {suffix}"
+    elif bounds:  # the help already explains its default
+        text = f"{text} (range {f.metadata['bounds']})"
     return text.replace("%", "%%")  # argparse %-formats help strings

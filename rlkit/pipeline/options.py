@@ -50,7 +50,7 @@ WORKER_VARS = {"collect": "RLKIT_COLLECT_WORKERS", "bc": "RLKIT_BC_WORKERS", "rl
 
 def _workers_help(what: str, kind: str) -> str:
     rule = WORKER_RULES[kind][0]
-    return f"{what}, 1 to {MAX_WORKERS} (default: {WORKER_VARS[kind]}, else {rule})"
+    return f"{what} (default: {WORKER_VARS[kind]}, else {rule})"
 
 
 @dataclass
@@ -74,7 +74,7 @@ class PipelineOptions:
     )
     cores: int | None = opt(
         None,
-        f"core count, 1 to {MAX_CORES} (default: RLKIT_CORES, else nproc)",
+        "core count (default: RLKIT_CORES, else nproc)",
         bounds=f"[1, {MAX_CORES}]",
     )
     collect_workers: int | None = opt(
