@@ -44,7 +44,10 @@ __all__ = [
 #: every 2 frames, yuv420p), at SVT-AV1's fastest preset; H.264 on one thread (deterministic).
 VCODECS: dict[str, tuple[str, dict[str, str]]] = {
     "libsvtav1": ("libsvtav1", {"crf": "30", "preset": "12", "g": "2"}),
-    "h264": ("libx264", {"crf": "23", "preset": "veryfast", "g": "2"}),
+    # x264 with its assembly gave other bytes for the same frames in ~2 % of encodes while
+    # other threads of the process were busy (the collector's writer): 5 of 240; its C code
+    # 0 of 480, for the same size and quality and ~1.5x its encoder CPU (docs/collect.md)
+    "h264": ("libx264", {"crf": "23", "preset": "veryfast", "g": "2", "x264-params": "asm=0"}),
 }
 PIX_FMT = "yuv420p"
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole configuration otherwise
@@ -81,12 +84,15 @@ def encode_episode(frames: np.ndarray, fps: int, vcodec: str) -> bytes:
         stream.pix_fmt = PIX_FMT
         stream.options = dict(options)
         if encoder == "libx264":
-            # x264 on FFmpeg's automatic thread count gave other bytes in a process that had
-            # already run a collection; on one thread it is the same everywhere (libsvtav1's
-            # output does not depend on its threads: measured)
+            # x264's output depends on its thread count (FFmpeg's default: the cores); on
+            # one thread it is the same on every machine (libsvtav1's output does not depend
+            # on its threads: measured)
             stream.codec_context.thread_count = 1
         for frame in frames:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            rgb = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            # converted here on one thread: PyAV's encoder would use swscale's automatic
+            # thread count, which depends on the machine
+            out.mux(stream.encode(rgb.reformat(format=PIX_FMT, threads=1)))
         out.mux(stream.encode())
     return buf.getvalue()
 
