@@ -32,7 +32,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,13 @@ class RunInUseError(OSError):
 def say(text: str) -> None:
     """A line the user must see (resumed, nothing to do, ...): printed, not logged."""
     print(text, file=sys.stderr, flush=True)
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
 
 
 def _is_temp(name: str) -> bool:
@@ -226,7 +233,7 @@ def interrupt_message() -> str:
     run = runs[-1]
     if not run.holds_run():
         return f"interrupted before anything was saved in {run.path}"
-    saved = run.saved or "nothing saved yet"
+    saved = run.saved_now() or "nothing saved yet"
     return f"interrupted; {saved} in {run.path}. Resume with: {run.resume_command}"
 
 
@@ -270,6 +277,7 @@ class RunDir:
         self.resume_flag = resume_flag
         self.resuming = False  # set by start(): state will be loaded from a checkpoint
         self.saved: str | None = None  # what a kill now would keep, for the interrupt message
+        self._pending: tuple[str, Path, int | None] | None = None  # see saving()
         self.resume_command = ""
         self._lock = RunLock(self.path)
         self._created = self._lock_created = self._started = False
@@ -316,6 +324,23 @@ class RunDir:
         """Whether the folder holds anything besides the run's config files, lock and temps."""
         quiet = {*RUN_CONFIG_FILES, LOCK_FILE}
         return any(e.name not in quiet and not _is_temp(e.name) for e in self.path.iterdir())
+
+    @contextlib.contextmanager
+    def saving(self, what: str, path: Path) -> Iterator[None]:
+        """Around the atomic write of ``path``: ``what`` (``"checkpoint at epoch 3"``) becomes
+        :attr:`saved` once the new file is in place, also for a Ctrl-C that lands between
+        the rename and the end of the block."""
+        self._pending = (what, path, _inode(path))
+        yield
+        self.saved, self._pending = what, None
+
+    def saved_now(self) -> str | None:
+        """:attr:`saved`, counting a :meth:`saving` whose new file is already in place."""
+        if self._pending is not None:
+            what, path, before = self._pending
+            if _inode(path) not in (None, before):  # replaced: a new file, a new inode
+                self.saved, self._pending = what, None
+        return self.saved
 
     def saved_result(self, cfg: Any, section: str) -> dict[str, Any] | None:
         """``result.json`` of a complete run made with the same settings as ``cfg``."""

@@ -30,7 +30,8 @@ from rlkit.config import parse_config
 from rlkit.planet.storage import load_episode
 from rlkit.planet.train import WorldModelConfig, checkpoints, train_world_model
 from rlkit.rl import RLConfig, newest_checkpoint, train_rl
-from rlkit.rundir import RunInUseError
+from rlkit.rundir import RunDir, RunInUseError, interrupt_message
+from rlkit.utils import write_text_atomic
 
 BC = as_argv(BC_TINY)
 RL = ["--algo", "ppo", *as_argv(RL_TINY), "--n-steps", "32", "--eval-every", "0"]
@@ -405,3 +406,22 @@ def test_outputs_follow_the_umask_and_the_rl_bar_ends_at_its_total(bc_export, tm
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
     shown = "".join(capsys.readouterr())  # a tqdm bar (stderr) or progress lines (stdout)
     assert "300/300" in shown and "384/300" not in shown
+
+
+def test_an_interruption_right_after_a_checkpoint_is_written_reports_it(tmp_path):
+    """Ctrl-C can land between a checkpoint's rename and the line after it: the message
+    still names the checkpoint on disk, and never one that was not written."""
+    run = RunDir(tmp_path / "run", "bc", resume=False, overwrite=False,
+                 has_checkpoint=lambda p: (p / "checkpoint.pt").is_file())  # fmt: skip
+    ckpt = run.path / "checkpoint.pt"
+    with run:
+        run.start(BCConfig(), section="bc")
+        with run.saving("checkpoint at epoch 1", ckpt):
+            write_text_atomic(ckpt, "1")
+        with pytest.raises(KeyboardInterrupt), run.saving("checkpoint at epoch 2", ckpt):
+            raise KeyboardInterrupt  # before the write: epoch 1 is what is on disk
+        assert "interrupted; checkpoint at epoch 1 in" in interrupt_message()
+        with pytest.raises(KeyboardInterrupt), run.saving("checkpoint at epoch 3", ckpt):
+            write_text_atomic(ckpt, "3")
+            raise KeyboardInterrupt  # after the rename, before the block ends
+        assert "interrupted; checkpoint at epoch 3 in" in interrupt_message()

@@ -45,6 +45,8 @@ __all__ = ["LOG_HEADER", "BCResult", "dagger_round", "summary_text", "train_bc"]
 
 logger = logging.getLogger(__name__)
 
+CHECKPOINT = "checkpoint.pt"
+
 
 @dataclass
 class BCResult:
@@ -146,11 +148,11 @@ class _Trainer:
         }
 
     def save_checkpoint(self) -> None:
-        torch_save_atomic(self.state(), self.out / "checkpoint.pt")
+        torch_save_atomic(self.state(), self.out / CHECKPOINT)
 
     def load_checkpoint(self) -> bool:
         """Load ``checkpoint.pt``; a damaged one is skipped with a warning (returns False)."""
-        path = self.out / "checkpoint.pt"
+        path = self.out / CHECKPOINT
         try:
             blob = torch.load(path, map_location=self.device, weights_only=False)
             if not isinstance(blob, dict) or "policy" not in blob:
@@ -224,8 +226,9 @@ class _Trainer:
                 train=f"{train_loss:.4f}", val=f"{val:.4f}", samples_s=f"{count / dt:,.0f}"
             )
             bar.update(epoch + 1 - first - bar.n)  # a whole epoch, whatever the rounding
-            self.save_checkpoint()
-            self.run.saved = f"checkpoint at epoch {self.total_epochs}"
+            saved = f"checkpoint at epoch {self.total_epochs}"
+            with self.run.saving(saved, self.out / CHECKPOINT):
+                self.save_checkpoint()
             if self.bad_epochs >= self.cfg.patience:
                 logger.info("early stop after %d epochs without improvement", self.bad_epochs)
                 break
@@ -282,7 +285,7 @@ def _write_dagger_dataset(trainer: _Trainer, out: Path) -> None:
 
 
 def _has_checkpoint(out: Path) -> bool:
-    return (out / "checkpoint.pt").is_file()
+    return (out / CHECKPOINT).is_file()
 
 
 LOG_HEADER = ["epoch", "phase", "train_loss", "val_loss", "seconds"]

@@ -433,10 +433,12 @@ class _Loop:
         cfg = self.cfg
         over_time = time.perf_counter() > self.deadline
         if done % cfg.checkpoint_every == 0 or done == cfg.iterations or over_time:
-            save_checkpoint(self.out, self.model, self.opt, done, self.train_step, cfg,
-                            self.storage)  # fmt: skip
+            with self.run.saving(
+                f"checkpoint at iteration {done}", checkpoint_file(self.out, done)
+            ):
+                save_checkpoint(self.out, self.model, self.opt, done, self.train_step, cfg,
+                                self.storage)  # fmt: skip
             self.iteration = done
-            self.run.saved = f"checkpoint at iteration {done}"
         if over_time:
             self.stopped_early = True
             say(f"--max-minutes {cfg.max_minutes:g} reached after iteration {done}")
@@ -512,6 +514,10 @@ def _tb_writer(out: Path, purge_step: int | None) -> Any:
     return SummaryWriter(str(out / "tb"), purge_step=purge_step)
 
 
+def checkpoint_file(out: Path, iteration: int) -> Path:
+    return out / "checkpoints" / f"ckpt_{iteration:06d}.pt"
+
+
 def save_checkpoint(
     out: Path,
     model: WorldModel,
@@ -525,9 +531,8 @@ def save_checkpoint(
 
     The checkpoint lists the episode files that exist now: a resume sets aside those
     written after it, so it continues exactly like the uninterrupted run."""
-    folder = out / "checkpoints"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"ckpt_{iteration:06d}.pt"
+    path = checkpoint_file(out, iteration)
+    path.parent.mkdir(exist_ok=True)
     blob = {
         "model": model.state_dict(),
         "optimizer": opt.state_dict(),

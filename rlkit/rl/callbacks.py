@@ -88,13 +88,9 @@ def save_checkpoint(
         with atomic_path(folder / BEST_MODEL) as tmp:
             shutil.copyfile(best, tmp)
     algo = type(model).__name__.lower()
-    write_text_atomic(
-        folder / "done",
-        json.dumps(
-            {"env_steps": steps, "algo": algo, "wall_s": clock.elapsed(), "settings": settings}
-        ),
-    )
-    run.saved = f"checkpoint at {steps:,} env steps"
+    done = {"env_steps": steps, "algo": algo, "wall_s": clock.elapsed(), "settings": settings}
+    with run.saving(f"checkpoint at {steps:,} env steps", folder / "done"):
+        write_text_atomic(folder / "done", json.dumps(done))
     complete = sorted(
         (p for p in root.glob("step_*") if (p / "done").is_file()),
         key=lambda p: int(p.name.split("_")[1]),
