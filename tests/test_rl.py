@@ -280,10 +280,8 @@ def test_training_cars_keep_a_margin_from_the_edge_and_evaluation_uses_the_road(
 
 
 def test_ppo_defaults_anneal_the_exploration_std_unless_it_is_learned(capsys):
-    assert RLConfig().std_schedule == (0.4, 0.05)
-    assert RLConfig(action_std=[0.2, 0.1]).std_schedule == (0.2, 0.1)
-    assert RLConfig(learn_std=True).std_schedule is None
-    assert RLConfig(algo="sac").std_schedule is None
+    assert RLConfig(action_std=[0.2, 0.1]).action_std == [0.2, 0.1]
+    assert RLConfig(learn_std=True).action_std is None
     assert (RLConfig().timesteps, RLConfig(algo="sac").timesteps) == (1_000_000, 500_000)
     # resolved per algorithm, so config.resolved.yml records what the run used
     ppo, sac = RLConfig(), RLConfig(algo="sac")

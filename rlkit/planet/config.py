@@ -98,7 +98,7 @@ class WorldModelConfig:
     hidden_size: int | None = opt(
         None, "hidden layer width (default: preset, 100 / 200)", bounds="[1, 16384]"
     )
-    lr: float = opt(1e-3, "Adam learning rate", bounds="(0, 1]")
+    lr: float = opt(1e-3, "Adam learning rate", bounds="[1e-10, 1]")
     grad_clip: float = opt(1000.0, "gradient norm clip", bounds="(0, inf)")
     free_nats: float | None = opt(
         None,
@@ -147,7 +147,7 @@ class WorldModelConfig:
     cache_images: bool = opt(
         False, "lazy mode: read episodes on demand into an LRU cache (large data)"
     )
-    cache_size: float = opt(2048.0, "LRU cache bound, MB", bounds="(0, 1e8]", why="MB")
+    cache_size: float = opt(2048.0, "LRU cache bound, MB", bounds="[1e-3, 1e8]", why="MB")
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "training device")
     precision: Literal["auto", "fp32", "bf16"] = opt(
         "auto",
@@ -166,7 +166,7 @@ class WorldModelConfig:
         None,
         "wall-time budget: the run stops at the first gradient step, episode or "
         "evaluation past it (even inside an iteration) and saves a checkpoint",
-        bounds="(0, 1e6]",
+        bounds="[1e-3, 1e6]",
     )
     tensorboard: bool = opt(True, "write TensorBoard events to tb/")
     resume: bool = opt(

@@ -53,7 +53,7 @@ class RLConfig:
         bounds="[1, 1e10]",
     )
     batch_size: int = opt(256, "SGD minibatch size", bounds="[1, 2^20]")
-    lr: float = opt(3e-4, "learning rate", bounds="(0, 1]")
+    lr: float = opt(3e-4, "learning rate", bounds="[1e-10, 1]")
     lr_schedule: Literal["constant", "linear"] = opt(
         "linear",
         "learning rate over training: linear decay to 0 at --timesteps (steadies "
@@ -88,7 +88,9 @@ class RLConfig:
         "annealing it as --action-std",
     )
     target_kl: float | None = opt(
-        None, "PPO: stop a rollout's epochs once the approximate KL passes this", bounds="(0, 100]"
+        None,
+        "PPO: stop a rollout's epochs once the approximate KL passes this",
+        bounds="[1e-6, 100]",
     )
     gae_lambda: float = opt(0.95, "PPO: GAE's lambda, how far the advantages look ahead before "
                   "trusting the value head (1: the whole rollout)", bounds="[0, 1]")  # fmt: skip
@@ -182,7 +184,7 @@ class RLConfig:
     max_minutes: float | None = opt(
         None,
         "wall-clock budget: stop after this many minutes, then evaluate and save",
-        bounds="(0, 1e6]",
+        bounds="[1e-3, 1e6]",
     )
 
     def __post_init__(self) -> None:
@@ -239,11 +241,6 @@ class RLConfig:
                 "render); pass --eval-only or --render none"
             )
         check_executor(self.executor)
-
-    @property
-    def std_schedule(self) -> tuple[float, float] | None:
-        """PPO's exploration std from start to end (None: learned; SAC/TD3: always None)."""
-        return tuple(self.action_std) if self.action_std else None
 
     @property
     def resume_settings(self) -> dict[str, Any]:

@@ -408,8 +408,8 @@ def _callbacks(
         callbacks.append(WallClockLimit(t0, cfg.max_minutes * 60))
     if cfg.init_from and cfg.critic_warmup:
         callbacks.append(CriticWarmup(cfg.critic_warmup))
-    if cfg.std_schedule and isinstance(model, PPO):
-        callbacks.append(StdSchedule(*cfg.std_schedule, cfg.timesteps))
+    if cfg.action_std:  # PPO's (resolved in RLConfig; refused with SAC/TD3)
+        callbacks.append(StdSchedule(*cfg.action_std, cfg.timesteps))
     if cfg.demos and cfg.bc_weight > 0 and isinstance(model, OffPolicyAlgorithm):
         demo = load_demos(cfg.demos, model, cfg.obs_key, cfg.action_key)
         callbacks.append(BCRegulariser(demo["obs"], demo["action"], cfg.bc_weight, cfg.run_seed))
